@@ -1,0 +1,2 @@
+export * from './backend.js';
+export * from './wait.js';
