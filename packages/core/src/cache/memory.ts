@@ -1,0 +1,129 @@
+import { closedError } from '../errors.js';
+import type { MemoryHub } from '../hub.js';
+import { DEFAULT_MAX_PAYLOAD_BYTES } from '../serializer.js';
+import type { CacheStore, CacheStoreCapabilities } from './types.js';
+
+export interface MemoryCacheStoreOptions {
+  /** Most entries kept; the least recently used go first. Default 10,000. */
+  max?: number;
+  /** Share entries with every store created on this hub (several nodes in one process). */
+  hub?: MemoryHub;
+}
+
+interface Entry {
+  value: string;
+  /** Date.now() ms, or Infinity. */
+  expiresAt: number;
+}
+
+/** A Map in recency order: re-inserting on read moves an entry to the end, so the first is the LRU. */
+class LruTable {
+  readonly entries = new Map<string, Entry>();
+  constructor(readonly max: number) {}
+
+  get(key: string, now: number): Entry | undefined {
+    const entry = this.entries.get(key);
+    if (entry === undefined) return undefined;
+    if (entry.expiresAt <= now) {
+      this.entries.delete(key);
+      return undefined;
+    }
+    this.entries.delete(key);
+    this.entries.set(key, entry);
+    return entry;
+  }
+
+  set(key: string, entry: Entry): void {
+    this.entries.delete(key);
+    this.entries.set(key, entry);
+    if (this.entries.size > this.max) {
+      const oldest = this.entries.keys().next().value as string;
+      this.entries.delete(oldest);
+    }
+  }
+}
+
+/** An LRU store with per-entry ttl. Expired entries are dropped on access and by `keys`/`clear`. */
+export function createMemoryCacheStore(options: MemoryCacheStoreOptions = {}): CacheStore {
+  const max = options.max ?? 10_000;
+  const table = options.hub ? options.hub.part('cache', () => new LruTable(max)) : new LruTable(max);
+  let closed = false;
+  const capabilities: CacheStoreCapabilities = {
+    durable: false,
+    shared: options.hub !== undefined,
+    ttlGranularityMs: 1,
+    maxPayloadBytes: DEFAULT_MAX_PAYLOAD_BYTES,
+  };
+  const open = () => {
+    if (closed) throw closedError('memory cache store');
+  };
+  const expiry = (ttl?: number) =>
+    ttl === undefined || ttl === 0 ? Number.POSITIVE_INFINITY : Date.now() + ttl;
+  const scan = (prefix: string): string[] => {
+    const now = Date.now();
+    const found: string[] = [];
+    for (const [key, entry] of table.entries) {
+      if (entry.expiresAt <= now) table.entries.delete(key);
+      else if (key.startsWith(prefix)) found.push(key);
+    }
+    return found;
+  };
+
+  const store: CacheStore = {
+    capabilities,
+    async connect() {
+      open();
+    },
+    async get(key) {
+      open();
+      return table.get(key, Date.now())?.value;
+    },
+    async set(key, value, ttl) {
+      open();
+      table.set(key, { value, expiresAt: expiry(ttl) });
+    },
+    async del(key) {
+      open();
+      table.entries.delete(key);
+    },
+    async mget(keys) {
+      open();
+      const now = Date.now();
+      return keys.map((key) => table.get(key, now)?.value);
+    },
+    async mset(entries, ttl) {
+      open();
+      const expiresAt = expiry(ttl);
+      for (const [key, value] of entries) table.set(key, { value, expiresAt });
+    },
+    async mdel(keys) {
+      open();
+      for (const key of keys) table.entries.delete(key);
+    },
+    async keys(prefix) {
+      open();
+      return scan(prefix);
+    },
+    async clear(prefix) {
+      open();
+      for (const key of scan(prefix)) table.entries.delete(key);
+    },
+    async ttl(key) {
+      open();
+      const entry = table.get(key, Date.now());
+      if (entry === undefined) return undefined;
+      return entry.expiresAt === Number.POSITIVE_INFINITY
+        ? Number.POSITIVE_INFINITY
+        : entry.expiresAt - Date.now();
+    },
+    async close() {
+      // A hub-shared table outlives one store; a private one is released with it.
+      if (!options.hub) table.entries.clear();
+      closed = true;
+    },
+    async [Symbol.asyncDispose]() {
+      await store.close();
+    },
+  };
+  return store;
+}

@@ -1,0 +1,3 @@
+export * from './memory.js';
+export * from './pubsub-manager.js';
+export type * from './types.js';

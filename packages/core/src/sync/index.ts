@@ -1,0 +1,1 @@
+export * from './sync-message-manager.js';
