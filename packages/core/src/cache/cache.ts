@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { ClusterError, invalidArgument } from '../errors.js';
 import { assertKey, assertOptionalMs } from '../internal/names.js';
 import type { Logger } from '../logger.js';
@@ -200,7 +201,7 @@ export class Cache {
     const lock = this.#o.fillLock!;
     try {
       return await lock.runExclusive(
-        `cache-fill:${full}`,
+        fillLockKey(full),
         async () => {
           const text = await this.store.get(full);
           return text !== undefined ? (this.#o.serializer.decode(text) as T) : compute();
@@ -231,6 +232,13 @@ export class Cache {
     const effective = ttl ?? this.#o.ttl;
     return effective === 0 ? undefined : effective;
   }
+}
+
+/** Lock names are shorter than cache keys may be: long keys are fenced by their hash. */
+function fillLockKey(full: string): string {
+  return full.length <= 400
+    ? `cache-fill:${full}`
+    : `cache-fill#${createHash('sha256').update(full).digest('hex')}`;
 }
 
 function flatten(keys: (string | readonly string[])[]): string[] {

@@ -22,6 +22,11 @@ export interface QueueCapabilities {
   readonly dedupeWindowMs?: number;
   /** A delivery that is neither settled nor touched within the visibility timeout is redelivered. */
   readonly redelivery: boolean;
+  /**
+   * How long a delivery's claim lasts without `touch()`, when the adapter has such a timeout. The
+   * manager touches running tasks at a third of it (every 10 s when absent).
+   */
+  readonly visibilityTimeoutMs?: number;
   readonly maxPayloadBytes: number;
 }
 

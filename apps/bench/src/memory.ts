@@ -1,0 +1,618 @@
+/**
+ * The in-memory suite: @cluster/core's memory defaults side by side with the libraries NocoBase
+ * apps use today, in one process. Every peer is optional: one that fails to load is reported as
+ * unavailable with its reason, and its figures stay empty.
+ */
+import type { Cluster } from '@cluster/core';
+import {
+  type Column,
+  type ContendedResult,
+  checkTarget,
+  compareContended,
+  compareThroughput,
+  fmt,
+  type Loaded,
+  loadPeer,
+  machineInfo,
+  nowNs,
+  peerInfo,
+  Recorder,
+  type ReportRow,
+  type Scenario,
+  type SuiteReport,
+  sinceMs,
+  type TargetCheck,
+  type ThroughputResult,
+} from './harness.js';
+
+// ---------------------------------------------------------------------------------------------
+// Sizes (tuned for ~20-30 s on 2 cores)
+// ---------------------------------------------------------------------------------------------
+
+const CACHE_KEYS = 1_000;
+const SEQ = { warmupOps: 20_000, rounds: 7, opsPerRound: 100_000, sampleEvery: 4, maxRoundMs: 500 };
+const CONTENDED = { callers: 50, opsPerRound: 10_000, warmupOps: 2_000, rounds: 3 };
+const STAMPEDE = { keys: 200, callersPerKey: 100, rounds: 2, warmupKeys: 20 };
+const SEQ_METHOD = `${SEQ.rounds} rounds of up to ${SEQ.opsPerRound.toLocaleString('en-US')} ops or ${SEQ.maxRoundMs} ms after up to ${SEQ.warmupOps.toLocaleString('en-US')} warm-up ops; rounds interleaved; ops/s = median round; latency on every ${SEQ.sampleEvery}th op`;
+const LOCK_TTL = 5_000;
+const LOCK_KEY = 'bench-lock';
+
+// ---------------------------------------------------------------------------------------------
+// Uniform views of the implementations
+// ---------------------------------------------------------------------------------------------
+
+interface Value {
+  id: number;
+  name: string;
+  tags: string[];
+  at: number;
+}
+
+interface CacheImpl {
+  name: string;
+  /** A fresh, empty cache (its own store) for one scenario. */
+  create(label: string): Promise<CacheView>;
+  close(): Promise<void>;
+}
+
+interface CacheView {
+  set(key: string, value: Value): Promise<unknown>;
+  get(key: string): Promise<Value | undefined>;
+  wrap(key: string, fn: () => Promise<Value>): Promise<Value>;
+}
+
+interface LockImpl {
+  name: string;
+  runExclusive(fn: () => Promise<void>): Promise<unknown>;
+  close(): Promise<void>;
+}
+
+const OURS = '@cluster/core';
+
+function label(loaded: Loaded<unknown>, suffix: string): string {
+  return `${loaded.name}${loaded.version ? `@${loaded.version}` : ''} ${suffix}`.trim();
+}
+
+async function loadOurs(): Promise<Loaded<Cluster>> {
+  return loadPeer(OURS, async () => {
+    const { createCluster } = await import('@cluster/core');
+    const app = createCluster({ name: 'bench' });
+    await app.start();
+    return app;
+  });
+}
+
+function oursCache(app: Cluster): CacheImpl {
+  return {
+    name: OURS,
+    async create(name) {
+      const cache = await app.cacheManager.createCache({ name });
+      return {
+        set: (k, v) => cache.set(k, v),
+        get: (k) => cache.get<Value>(k),
+        wrap: (k, fn) => cache.wrap(k, fn),
+      };
+    },
+    close: async () => {},
+  };
+}
+
+function oursLock(app: Cluster): LockImpl {
+  return {
+    name: OURS,
+    runExclusive: (fn) => app.lockManager.runExclusive(LOCK_KEY, fn, LOCK_TTL),
+    close: async () => {},
+  };
+}
+
+async function loadCacheManager(): Promise<Loaded<CacheImpl>> {
+  const loaded = await loadPeer('cache-manager', async () => {
+    const { createCache } = await import('cache-manager');
+    const { Keyv } = await import('keyv');
+    const caches: ReturnType<typeof createCache>[] = [];
+    const impl: CacheImpl = {
+      name: '',
+      async create() {
+        // cache-manager 7's in-memory default: one Keyv over a Map.
+        const cache = createCache({ stores: [new Keyv()] });
+        caches.push(cache);
+        return {
+          set: (k, v) => cache.set(k, v),
+          get: (k) => cache.get<Value>(k),
+          wrap: (k, fn) => cache.wrap(k, fn),
+        };
+      },
+      async close() {
+        for (const cache of caches) await cache.disconnect();
+      },
+    };
+    await smokeCache(impl);
+    return impl;
+  });
+  if (loaded.available) loaded.value.name = label(loaded, '(keyv memory)');
+  return loaded;
+}
+
+async function loadNocoBaseCache(): Promise<Loaded<CacheImpl>> {
+  const loaded = await loadPeer('@nocobase/cache', async () => {
+    const { CacheManager } = await import('@nocobase/cache');
+    const cm = new CacheManager();
+    const impl: CacheImpl = {
+      name: '',
+      async create(name) {
+        // store 'memory' gives each cache its own cache-manager 5 memory store (lru-cache, max 2000).
+        const cache = await cm.createCache({ name, store: 'memory' });
+        return {
+          set: (k, v) => cache.set(k, v),
+          get: (k) => cache.get<Value | undefined>(k),
+          wrap: (k, fn) => cache.wrap(k, fn),
+        };
+      },
+      close: () => cm.close(),
+    };
+    await smokeCache(impl);
+    return impl;
+  });
+  if (loaded.available) loaded.value.name = label(loaded, '(memory)');
+  return loaded;
+}
+
+async function loadAsyncMutex(): Promise<Loaded<LockImpl>> {
+  const loaded = await loadPeer('async-mutex', async () => {
+    const { Mutex } = await import('async-mutex');
+    const mutex = new Mutex();
+    const impl: LockImpl = { name: '', runExclusive: (fn) => mutex.runExclusive(fn), close: async () => {} };
+    await impl.runExclusive(async () => {});
+    return impl;
+  });
+  if (loaded.available) loaded.value.name = label(loaded, 'Mutex');
+  return loaded;
+}
+
+async function loadNocoBaseLock(): Promise<Loaded<LockImpl>> {
+  const loaded = await loadPeer('@nocobase/lock-manager', async () => {
+    const { LockManager } = await import('@nocobase/lock-manager');
+    const lm = new LockManager();
+    const impl: LockImpl = {
+      name: '',
+      runExclusive: (fn) => lm.runExclusive(LOCK_KEY, fn, LOCK_TTL),
+      close: () => lm.close(),
+    };
+    await impl.runExclusive(async () => {});
+    return impl;
+  });
+  if (loaded.available) loaded.value.name = label(loaded, '(local)');
+  return loaded;
+}
+
+/** A peer that loads but cannot round-trip a value is unavailable, not a source of numbers. */
+async function smokeCache(impl: CacheImpl): Promise<void> {
+  const view = await impl.create('smoke');
+  const v = makeValue(1);
+  await view.set('smoke', v);
+  const got = await view.get('smoke');
+  if (got?.id !== v.id || got.tags.length !== v.tags.length) throw new Error('set/get round trip failed');
+}
+
+function makeValue(id: number): Value {
+  return { id, name: `user-${id}`, tags: ['admin', 'editor', `team-${id % 7}`], at: Date.now() };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenario rows
+// ---------------------------------------------------------------------------------------------
+
+type Available<T> = { name: string; value: T };
+
+function unavailableRow(loaded: Loaded<unknown>, suffix: string): ReportRow {
+  return {
+    impl: label(loaded, suffix),
+    available: false,
+    reason: loaded.available ? 'not run' : loaded.reason,
+    metrics: {},
+  };
+}
+
+function throughputRows(results: ThroughputResult[], oursName: string): ReportRow[] {
+  const ours = results.find((r) => r.name === oursName);
+  return results.map((r) => ({
+    impl: r.name,
+    available: true,
+    metrics: {
+      opsPerSec: r.opsPerSec,
+      p50Us: r.latency.p50Us,
+      p99Us: r.latency.p99Us,
+      meanUs: r.latency.meanUs,
+      samples: r.latency.samples,
+      totalOps: r.totalOps,
+      oursOverThis: ours ? ours.opsPerSec / r.opsPerSec : null,
+    },
+  }));
+}
+
+const throughputColumns: Column[] = [
+  { key: 'opsPerSec', label: 'ops/s', format: fmt.ops },
+  { key: 'p50Us', label: 'p50 µs', format: fmt.us },
+  { key: 'p99Us', label: 'p99 µs', format: fmt.us },
+  { key: 'totalOps', label: 'ops', format: fmt.int },
+  { key: 'oursOverThis', label: 'ours/this', format: fmt.ratio },
+];
+
+// ---------------------------------------------------------------------------------------------
+// 1. cache set + get
+// ---------------------------------------------------------------------------------------------
+
+async function cacheSetGet(impls: CacheImpl[], skipped: ReportRow[]): Promise<Scenario> {
+  const values = Array.from({ length: CACHE_KEYS }, (_, i) => makeValue(i));
+  const keys = values.map((_, i) => `user:${i}`);
+  const wrong = new Map<string, number>();
+  const cases = await Promise.all(
+    impls.map(async (impl) => {
+      const view = await impl.create('bench-setget');
+      wrong.set(impl.name, 0);
+      return {
+        name: impl.name,
+        async op(i: number) {
+          const n = i % CACHE_KEYS;
+          const key = keys[n]!;
+          await view.set(key, values[n]!);
+          const got = await view.get(key);
+          if (got?.id !== n) wrong.set(impl.name, (wrong.get(impl.name) ?? 0) + 1);
+        },
+      };
+    }),
+  );
+  const results = await compareThroughput(cases, SEQ);
+  const rows = throughputRows(results, OURS);
+  for (const row of rows) row.metrics.wrongReads = wrong.get(row.impl) ?? 0;
+  return {
+    id: 'cache.setget',
+    title: `1. cache set+get, small object, ${CACHE_KEYS.toLocaleString('en-US')} keys (1 op = set + get)`,
+    columns: [...throughputColumns, { key: 'wrongReads', label: 'bad reads', format: fmt.int }],
+    rows: [...rows, ...skipped],
+    notes: [
+      SEQ_METHOD,
+      'ours serializes values (tagged JSON: Date/Map/Set/BigInt survive) and get returns a fresh copy; cache-manager 7 (keyv) JSON-serializes too; @nocobase/cache memory deep-clones on set (lodash.clonedeep) and get returns the stored object by reference',
+    ],
+    raw: results,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. lock runExclusive, sequential and contended
+// ---------------------------------------------------------------------------------------------
+
+async function lockSequential(impls: LockImpl[], skipped: ReportRow[]): Promise<Scenario> {
+  const empty = async () => {};
+  const cases = impls.map((impl) => ({ name: impl.name, op: () => impl.runExclusive(empty) }));
+  const results = await compareThroughput(cases, SEQ);
+  return {
+    id: 'lock.sequential',
+    title: `2a. lock runExclusive, sequential, one key, empty async fn (ttl ${LOCK_TTL} ms)`,
+    columns: throughputColumns,
+    rows: [...throughputRows(results, OURS), ...skipped],
+    notes: [
+      SEQ_METHOD,
+      'ours is a lease lock: every acquisition gets a fencing token, a ttl enforced by a loss timer, renewal every ttl/3 inside runExclusive, a bounded wait and an abort signal; async-mutex is a bare in-process mutex',
+      '@nocobase/lock-manager local = async-mutex + a ttl timer per call; that timer is cleared as soon as runExclusive returns its promise (before fn runs), so its ttl is not enforced (lib/lock-manager.js LocalLockAdapter.runExclusive; checked by hand: a 200 ms fn under ttl 20 ms kept the key until it finished)',
+    ],
+    raw: results,
+  };
+}
+
+function contendedRows(results: ContendedResult[]): ReportRow[] {
+  const ours = results.find((r) => r.name === OURS);
+  return results.map((r) => ({
+    impl: r.name,
+    available: true,
+    metrics: {
+      opsPerSec: r.opsPerSec,
+      waitP50Us: r.wait.p50Us,
+      waitP99Us: r.wait.p99Us,
+      waitMaxUs: r.wait.maxUs,
+      leastServedShare: r.leastServedShare,
+      minPerCaller: Math.min(...r.perCaller),
+      maxPerCaller: Math.max(...r.perCaller),
+      totalOps: r.totalOps,
+      oursOverThis: ours ? ours.opsPerSec / r.opsPerSec : null,
+    },
+  }));
+}
+
+async function lockContended(impls: LockImpl[], skipped: ReportRow[]): Promise<Scenario> {
+  const cases = impls.map((impl) => ({
+    name: impl.name,
+    op: (_caller: number, calledAt: number, wait: Recorder) =>
+      impl.runExclusive(async () => {
+        wait.record(nowNs() - calledAt);
+      }),
+  }));
+  const results = await compareContended(cases, CONTENDED);
+  return {
+    id: 'lock.contended',
+    title: `2b. lock runExclusive, ${CONTENDED.callers} concurrent callers looping on one key`,
+    columns: [
+      { key: 'opsPerSec', label: 'ops/s', format: fmt.ops },
+      { key: 'waitP50Us', label: 'wait p50 µs', format: fmt.us },
+      { key: 'waitP99Us', label: 'wait p99 µs', format: fmt.us },
+      { key: 'leastServedShare', label: 'least-served', format: fmt.share },
+      { key: 'totalOps', label: 'ops', format: fmt.int },
+      { key: 'oursOverThis', label: 'ours/this', format: fmt.ratio },
+    ],
+    rows: [...contendedRows(results), ...skipped],
+    notes: [
+      `${CONTENDED.rounds} rounds of ${CONTENDED.opsPerRound.toLocaleString('en-US')} ops shared by the callers, after ${CONTENDED.warmupOps.toLocaleString('en-US')} warm-up ops; wait = call to entering fn`,
+      'least-served = min ops of one caller / mean ops per caller (1.00 = perfectly fair, 0 = starvation)',
+    ],
+    raw: results.map((r) => ({ ...r, perCaller: r.perCaller })),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. wrap stampede
+// ---------------------------------------------------------------------------------------------
+
+interface StampedeResult {
+  name: string;
+  keys: number;
+  callersPerKey: number;
+  computes: number;
+  computesPerKey: number;
+  wrongResults: number;
+  totalMs: number;
+  keysPerSec: number;
+  fill: ReturnType<Recorder['stats']>;
+}
+
+async function stampedeOne(impl: CacheImpl): Promise<StampedeResult> {
+  const view = await impl.create('bench-wrap');
+  let computes = 0;
+  let wrong = 0;
+  const fill = new Recorder();
+  const runKeys = async (round: string, count: number, record: boolean) => {
+    for (let k = 0; k < count; k++) {
+      const key = `cold:${round}:${k}`;
+      const compute = async () => {
+        computes++;
+        // A real loader is asynchronous: the other callers arrive while this one is in flight.
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        return makeValue(k);
+      };
+      const t0 = nowNs();
+      const values = await Promise.all(
+        Array.from({ length: STAMPEDE.callersPerKey }, () => view.wrap(key, compute)),
+      );
+      if (record) fill.record(nowNs() - t0);
+      for (const v of values) if (v?.id !== k) wrong++;
+    }
+  };
+  await runKeys('warmup', STAMPEDE.warmupKeys, false);
+  computes = 0;
+  wrong = 0;
+  const t0 = nowNs();
+  for (let r = 0; r < STAMPEDE.rounds; r++) await runKeys(`r${r}`, STAMPEDE.keys, true);
+  const totalMs = sinceMs(t0);
+  const keys = STAMPEDE.keys * STAMPEDE.rounds;
+  return {
+    name: impl.name,
+    keys,
+    callersPerKey: STAMPEDE.callersPerKey,
+    computes,
+    computesPerKey: computes / keys,
+    wrongResults: wrong,
+    totalMs,
+    keysPerSec: keys / (totalMs / 1000),
+    fill: fill.stats(),
+  };
+}
+
+async function wrapStampede(impls: CacheImpl[], skipped: ReportRow[]): Promise<Scenario> {
+  const results: StampedeResult[] = [];
+  for (const impl of impls) results.push(await stampedeOne(impl));
+  const ours = results.find((r) => r.name === OURS);
+  const rows: ReportRow[] = results.map((r) => ({
+    impl: r.name,
+    available: true,
+    metrics: {
+      computes: r.computes,
+      computesPerKey: r.computesPerKey,
+      wrongResults: r.wrongResults,
+      totalMs: r.totalMs,
+      keysPerSec: r.keysPerSec,
+      fillP50Us: r.fill.p50Us,
+      fillP99Us: r.fill.p99Us,
+      oursOverThis: ours ? ours.keysPerSec / r.keysPerSec : null,
+    },
+  }));
+  return {
+    id: 'cache.wrapStampede',
+    title: `3. wrap stampede: ${STAMPEDE.callersPerKey} concurrent wrap() per cold key, ${STAMPEDE.keys * STAMPEDE.rounds} cold keys`,
+    columns: [
+      { key: 'computes', label: 'computes', format: fmt.int },
+      {
+        key: 'computesPerKey',
+        label: 'per key',
+        format: (v) => (typeof v === 'number' ? v.toFixed(2) : '-'),
+      },
+      { key: 'wrongResults', label: 'bad values', format: fmt.int },
+      { key: 'totalMs', label: 'time ms', format: fmt.ms },
+      { key: 'fillP50Us', label: 'key p50 µs', format: fmt.us },
+      { key: 'fillP99Us', label: 'key p99 µs', format: fmt.us },
+      { key: 'oursOverThis', label: 'ours/this', format: fmt.ratio },
+    ],
+    rows: [...rows, ...skipped],
+    notes: [
+      'keys are filled one after another; the loader awaits one setImmediate; key p50/p99 = time for all callers of one key to get the value; ours/this compares keys/s',
+    ],
+    raw: results,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Suite
+// ---------------------------------------------------------------------------------------------
+
+function split<T>(all: Loaded<T>[]): { ok: Available<T>[]; missing: Loaded<T>[] } {
+  const ok: Available<T>[] = [];
+  const missing: Loaded<T>[] = [];
+  for (const l of all) {
+    if (l.available) ok.push({ name: l.name, value: l.value });
+    else missing.push(l);
+  }
+  return { ok, missing };
+}
+
+/** A scenario that throws is reported as failed (with the error) instead of ending the run. */
+async function guard(
+  id: string,
+  title: string,
+  impls: string[],
+  run: () => Promise<Scenario>,
+): Promise<Scenario> {
+  try {
+    return await run();
+  } catch (error) {
+    const reason = error instanceof Error ? error.message : String(error);
+    return {
+      id,
+      title: `${title} (FAILED)`,
+      columns: [{ key: 'error', label: 'error' }],
+      rows: [{ impl: impls.join(', '), available: false, status: 'failed', reason, metrics: {} }],
+      notes: [],
+    };
+  }
+}
+
+function metric(s: Scenario, impl: string | undefined, key: string): number | null {
+  const v = s.rows.find((r) => r.impl === impl && r.available)?.metrics[key];
+  return typeof v === 'number' ? v : null;
+}
+
+function reasonOf(loaded: Loaded<unknown>): string | undefined {
+  return loaded.available ? undefined : `${loaded.name} unavailable: ${loaded.reason}`;
+}
+
+export async function runMemorySuite(log: (line: string) => void = () => {}): Promise<SuiteReport> {
+  const startedAt = new Date();
+  const t0 = nowNs();
+
+  log('loading implementations...');
+  const ours = await loadOurs();
+  const [cm7, nbCache, mutex, nbLock] = await Promise.all([
+    loadCacheManager(),
+    loadNocoBaseCache(),
+    loadAsyncMutex(),
+    loadNocoBaseLock(),
+  ]);
+
+  const oursCacheL: Loaded<CacheImpl> = ours.available
+    ? { ...ours, value: oursCache(ours.value) }
+    : (ours as Loaded<CacheImpl>);
+  const oursLockL: Loaded<LockImpl> = ours.available
+    ? { ...ours, value: oursLock(ours.value) }
+    : (ours as Loaded<LockImpl>);
+
+  const cacheImpls = split([oursCacheL, cm7, nbCache]);
+  const lockImpls = split([oursLockL, mutex, nbLock]);
+  const cacheSkipped = cacheImpls.missing.map((l) => unavailableRow(l, ''));
+  const lockSkipped = lockImpls.missing.map((l) => unavailableRow(l, ''));
+  const caches = cacheImpls.ok.map((a) => a.value);
+  const locks = lockImpls.ok.map((a) => a.value);
+
+  const scenarios: Scenario[] = [];
+  const names = [...caches, ...locks].map((i) => i.name);
+  log('1/4 cache set+get...');
+  scenarios.push(
+    await guard('cache.setget', '1. cache set+get', names, () => cacheSetGet(caches, cacheSkipped)),
+  );
+  log('2/4 lock sequential...');
+  scenarios.push(
+    await guard('lock.sequential', '2a. lock sequential', names, () => lockSequential(locks, lockSkipped)),
+  );
+  log('3/4 lock contended...');
+  scenarios.push(
+    await guard('lock.contended', '2b. lock contended', names, () => lockContended(locks, lockSkipped)),
+  );
+  log('4/4 wrap stampede...');
+  scenarios.push(
+    await guard('cache.wrapStampede', '3. wrap stampede', names, () => wrapStampede(caches, cacheSkipped)),
+  );
+
+  const [setGet, lockSeq, lockCont, stampede] = scenarios as [Scenario, Scenario, Scenario, Scenario];
+  const nbCacheName = nbCache.available ? nbCache.value.name : undefined;
+  const nbLockName = nbLock.available ? nbLock.value.name : undefined;
+  const mutexName = mutex.available ? mutex.value.name : undefined;
+  const oursReason = reasonOf(ours);
+
+  const targets: TargetCheck[] = [
+    checkTarget(
+      setGet.id,
+      'cache set+get ops/s: ours >= 1.0x @nocobase/cache',
+      { name: OURS, value: metric(setGet, OURS, 'opsPerSec') },
+      {
+        name: '@nocobase/cache',
+        value: metric(setGet, nbCacheName, 'opsPerSec'),
+        reason: oursReason ?? reasonOf(nbCache),
+      },
+      1.0,
+    ),
+    checkTarget(
+      lockSeq.id,
+      'lock sequential ops/s: ours >= 1.0x @nocobase/lock-manager local',
+      { name: OURS, value: metric(lockSeq, OURS, 'opsPerSec') },
+      {
+        name: '@nocobase/lock-manager',
+        value: metric(lockSeq, nbLockName, 'opsPerSec'),
+        reason: oursReason ?? reasonOf(nbLock),
+      },
+      1.0,
+    ),
+    checkTarget(
+      lockSeq.id,
+      'lock sequential ops/s: ours >= 0.7x async-mutex',
+      { name: OURS, value: metric(lockSeq, OURS, 'opsPerSec') },
+      {
+        name: 'async-mutex',
+        value: metric(lockSeq, mutexName, 'opsPerSec'),
+        reason: oursReason ?? reasonOf(mutex),
+      },
+      0.7,
+    ),
+  ];
+  const computesPerKey = metric(stampede, OURS, 'computesPerKey');
+  targets.push({
+    scenario: stampede.id,
+    description: 'wrap stampede: ours computes exactly 1 per cold key',
+    ours: OURS,
+    peer: '-',
+    ratio: computesPerKey,
+    target: 1,
+    comparison: '==',
+    unit: '',
+    met:
+      computesPerKey === null ? null : computesPerKey === 1 && metric(stampede, OURS, 'wrongResults') === 0,
+    ...(computesPerKey === null && { reason: oursReason ?? 'not measured' }),
+  });
+
+  const notes = [
+    'ratios are ours/peer on throughput (ops/s or keys/s): above 1.00x ours is faster',
+    `contended fairness (least-served share): ${lockCont.rows
+      .filter((r) => r.available)
+      .map((r) => `${r.impl} ${fmt.share(r.metrics.leastServedShare ?? null)}`)
+      .join(', ')}`,
+  ];
+
+  for (const impl of [...caches, ...locks]) await impl.close().catch(() => {});
+  if (ours.available) await ours.value.stop().catch(() => {});
+
+  return {
+    suite: 'memory',
+    startedAt: startedAt.toISOString(),
+    durationMs: sinceMs(t0),
+    machine: machineInfo(),
+    peers: [ours, cm7, nbCache, mutex, nbLock].map(peerInfo),
+    scenarios,
+    targets,
+    notes,
+  };
+}

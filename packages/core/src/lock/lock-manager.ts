@@ -1,0 +1,606 @@
+import {
+  abortError,
+  ClusterError,
+  closedError,
+  invalidArgument,
+  LockAcquireError,
+  LockLostError,
+} from '../errors.js';
+import type { MemoryHub } from '../hub.js';
+import { randomId } from '../internal/async.js';
+import { assertName, assertOptionalMs, namespaced } from '../internal/names.js';
+import { errorFields, type Logger, noopLogger } from '../logger.js';
+import { createMemoryLock } from './memory.js';
+import type { LockAdapter } from './types.js';
+
+export interface LockOptions {
+  /** Lease length in ms. Default: the manager's `defaultTtl`. */
+  ttl?: number;
+  /** How long to wait for a held key in ms; 0 means one attempt. Never unlimited. */
+  waitTimeout?: number;
+  /** Cancels the wait: the call rejects with ABORTED (or the signal's ClusterError reason). */
+  signal?: AbortSignal;
+  /** Name of a registered adapter. Default: the manager's `defaultAdapter`. */
+  adapter?: string;
+}
+
+export interface LockContext {
+  /** Aborts with a LockLostError if the lease is lost while the function runs. */
+  readonly signal: AbortSignal;
+  /** Fencing token of this acquisition: pass it to the resource you protect. */
+  readonly token: number;
+}
+
+export type ExclusiveFn<T> = (context: LockContext) => Promise<T> | T;
+
+/** NocoBase's `Releaser` shape: calling it releases the lock. */
+export type Releaser = () => Promise<void>;
+
+/**
+ * A held lock. Calling it releases it (idempotent), so `const release = await acquire(k); await
+ * release();` works as in NocoBase. Without renewal the lease ends after its ttl: `signal` then
+ * aborts with a LockLostError and another holder may get the key.
+ */
+export interface Lock extends AsyncDisposable {
+  (): Promise<void>;
+  /** The key as the caller gave it (not namespaced). */
+  readonly key: string;
+  /** Fencing token: strictly greater than every earlier acquisition's token for this key (when the adapter has `fencing`). */
+  readonly token: number;
+  /** Aborts with a LockLostError when the lease is lost (expiry without renewal, refused extend, manager closed); not on release. */
+  readonly signal: AbortSignal;
+  /** When the lease ends on the local clock (Date.now() ms) unless extended. */
+  readonly expiresAt: number;
+  /** True while the lease is ours: not released, not lost, not past `expiresAt`. */
+  readonly held: boolean;
+  /** Releases the lock; idempotent, and never touches a later holder's lease. */
+  release(): Promise<void>;
+  /**
+   * Extends the lease to `ttl` ms from now (default: the last ttl). Rejects with a LockLostError
+   * (and fires `signal`) if the lease is no longer ours, with LOCK_NOT_HELD after a release.
+   */
+  extend(ttl?: number): Promise<void>;
+  /** Runs `fn` under this lock, renewing the lease every ttl/3, then releases it (NocoBase `ILock`). */
+  runExclusive<T>(fn: ExclusiveFn<T>, ttl?: number): Promise<T>;
+  /** NocoBase `ILock.acquire(ttl)`: re-arms the lease to `ttl` and returns this same releaser. */
+  acquire(ttl?: number): Promise<Lock>;
+}
+
+export interface LockManagerOptions {
+  /** Prefix of every key the adapters see, so two apps on one backend never collide. */
+  appName: string;
+  /** Adapter used when a call names none. Default `'local'`. */
+  defaultAdapter?: string;
+  adapters?: Record<string, LockAdapter>;
+  /** Hub of the built-in `'local'` memory adapter (when `adapters` has no `'local'`). Default: a private hub. */
+  hub?: MemoryHub;
+  logger?: Logger;
+  /** Lease length in ms when a call gives none. Default 30 000. */
+  defaultTtl?: number;
+  /** Wait limit in ms for `acquire` and `runExclusive` when a call gives none. Default 30 000. */
+  defaultWaitTimeout?: number;
+}
+
+const DEFAULT_TTL = 30_000;
+const DEFAULT_WAIT_TIMEOUT = 30_000;
+
+type LeaseState = 'held' | 'released' | 'lost';
+
+interface LeaseHost {
+  readonly adapter: LockAdapter;
+  readonly adapterName: string;
+  readonly logger: Logger;
+  /** Called once when the lease stops being held, however that happens. */
+  ended(lease: Lease): void;
+}
+
+/** One acquisition: its lease clock, loss detection, renewal and release. The `Lock` handle wraps it. */
+class Lease {
+  readonly handle: Lock;
+  readonly #host: LeaseHost;
+  readonly #controller = new AbortController();
+  #state: LeaseState = 'held';
+  #ttl: number;
+  #expiresAt: number;
+  #lossTimer: NodeJS.Timeout | undefined;
+  #renewTimer: NodeJS.Timeout | undefined;
+  #renewing = false;
+  #running = false;
+  #releasing: Promise<void> | undefined;
+
+  constructor(
+    host: LeaseHost,
+    readonly key: string,
+    readonly adapterKey: string,
+    readonly owner: string,
+    readonly token: number,
+    ttl: number,
+    expiresAt: number,
+  ) {
+    this.#host = host;
+    this.#ttl = ttl;
+    this.#expiresAt = expiresAt;
+    this.handle = createHandle(this);
+    this.#armLossTimer();
+  }
+
+  get signal(): AbortSignal {
+    return this.#controller.signal;
+  }
+
+  get expiresAt(): number {
+    return this.#expiresAt;
+  }
+
+  get held(): boolean {
+    return this.#state === 'held' && Date.now() < this.#expiresAt;
+  }
+
+  get ttl(): number {
+    return this.#ttl;
+  }
+
+  release(): Promise<void> {
+    if (this.#releasing) return this.#releasing;
+    if (this.#state !== 'held') return Promise.resolve();
+    this.#end('released');
+    const { adapter, logger } = this.#host;
+    const released = adapter.release(this.adapterKey, this.owner, this.token).then((wasHeld) => {
+      if (wasHeld) return;
+      // The lease ended at the backend before we let go: whoever relied on it was not exclusive.
+      logger.warn({ key: this.key, token: this.token }, 'lock lease had already ended when it was released');
+      this.#controller.abort(this.#lostError('the lease had already ended when it was released'));
+    });
+    // Only the first caller sees a backend failure; the lease runs out by itself, so later calls resolve.
+    this.#releasing = released.catch(() => undefined);
+    return released;
+  }
+
+  async extend(ttl: number = this.#ttl): Promise<void> {
+    this.#assertHeld();
+    const grant = await this.#host.adapter.extend(this.adapterKey, this.owner, this.token, ttl);
+    this.#assertHeld();
+    if (grant === null) {
+      void this.lose('the backend refused to extend the lease');
+      throw this.signal.reason;
+    }
+    this.#ttl = ttl;
+    this.#expiresAt = grant.expiresAt;
+    this.#armLossTimer();
+  }
+
+  async runExclusive<T>(fn: ExclusiveFn<T>, ttl?: number): Promise<T> {
+    if (this.#running) throw invalidArgument(`runExclusive is already running on lock "${this.key}"`);
+    this.#running = true;
+    try {
+      // NocoBase's handle starts the lease with the ttl given here; without one the current lease runs on.
+      if (ttl === undefined) this.#assertHeld();
+      else await this.extend(ttl);
+    } catch (error) {
+      this.#running = false;
+      await this.#releaseQuietly();
+      throw error;
+    }
+
+    this.#renewing = true;
+    // A lease taken a while ago (tryAcquire, then runExclusive on the handle) may be close to its end.
+    this.#scheduleRenewal(Math.min(this.#ttl / 3, (this.#expiresAt - Date.now()) / 2));
+    let outcome: { ok: true; value: T } | { ok: false; error: unknown };
+    try {
+      outcome = { ok: true, value: await fn({ signal: this.signal, token: this.token }) };
+    } catch (error) {
+      outcome = { ok: false, error };
+    }
+    this.#renewing = false;
+    clearTimeout(this.#renewTimer);
+    this.#renewTimer = undefined;
+    this.#running = false;
+    await this.#releaseQuietly();
+
+    if (this.signal.aborted) {
+      const lost = this.signal.reason as LockLostError;
+      if (outcome.ok || outcome.error === lost) throw lost;
+      throw new LockLostError(lost.message, { cause: outcome.error, details: lost.details ?? {} });
+    }
+    if (!outcome.ok) throw outcome.error;
+    return outcome.value;
+  }
+
+  /**
+   * Marks the lease lost (signal, warn log) and lets go of it at the backend, which only frees it
+   * if it is still ours. Resolves when that release settles; never rejects.
+   */
+  lose(why: string): Promise<void> {
+    if (this.#state !== 'held') return this.#releasing ?? Promise.resolve();
+    this.#end('lost');
+    const error = this.#lostError(why);
+    this.#host.logger.warn({ key: this.key, token: this.token, reason: why }, 'lock lease lost');
+    this.#controller.abort(error);
+    this.#releasing = this.#host.adapter.release(this.adapterKey, this.owner, this.token).then(
+      () => undefined,
+      (cause) =>
+        this.#host.logger.debug({ key: this.key, ...errorFields(cause) }, 'release after lease loss failed'),
+    );
+    return this.#releasing;
+  }
+
+  #end(state: LeaseState): void {
+    this.#state = state;
+    this.#renewing = false;
+    clearTimeout(this.#lossTimer);
+    clearTimeout(this.#renewTimer);
+    this.#lossTimer = undefined;
+    this.#renewTimer = undefined;
+    this.#host.ended(this);
+  }
+
+  #assertHeld(): void {
+    if (this.#state === 'lost') throw this.signal.reason;
+    if (this.#state === 'released') {
+      throw new ClusterError('LOCK_NOT_HELD', `lock "${this.key}" was released`, {
+        details: { key: this.key, token: this.token },
+      });
+    }
+  }
+
+  #lostError(why: string): LockLostError {
+    return new LockLostError(`lock "${this.key}" was lost: ${why}`, {
+      details: { key: this.key, token: this.token, adapter: this.#host.adapterName },
+    });
+  }
+
+  async #releaseQuietly(): Promise<void> {
+    try {
+      await this.release();
+    } catch (error) {
+      // The lease runs out by itself; the caller's own outcome matters more than this failure.
+      this.#host.logger.warn(
+        { key: this.key, token: this.token, ...errorFields(error) },
+        'lock release failed',
+      );
+    }
+  }
+
+  /** Loss detection on the local clock: a lease that was not extended in time is reported, never dropped silently. */
+  #armLossTimer(): void {
+    clearTimeout(this.#lossTimer);
+    const check = () => {
+      this.#lossTimer = undefined;
+      if (this.#state !== 'held') return;
+      const remaining = this.#expiresAt - Date.now();
+      if (remaining > 0) {
+        this.#lossTimer = setTimeout(check, Math.min(remaining, MAX_DURATION_MS));
+        this.#lossTimer.unref?.();
+        return;
+      }
+      void this.lose('the lease expired without renewal');
+    };
+    this.#lossTimer = setTimeout(check, Math.min(Math.max(0, this.#expiresAt - Date.now()), MAX_DURATION_MS));
+    this.#lossTimer.unref?.();
+  }
+
+  #scheduleRenewal(delay: number): void {
+    clearTimeout(this.#renewTimer);
+    this.#renewTimer = setTimeout(() => void this.#renew(), Math.max(1, delay));
+    this.#renewTimer.unref?.();
+  }
+
+  async #renew(): Promise<void> {
+    this.#renewTimer = undefined;
+    if (this.#state !== 'held' || !this.#renewing) return;
+    const ttl = this.#ttl;
+    try {
+      const grant = await this.#host.adapter.extend(this.adapterKey, this.owner, this.token, ttl);
+      if (this.#state !== 'held' || !this.#renewing) return;
+      if (grant === null) {
+        void this.lose('the backend refused to renew the lease');
+        return;
+      }
+      this.#expiresAt = grant.expiresAt;
+      this.#armLossTimer();
+      this.#scheduleRenewal(ttl / 3);
+    } catch (error) {
+      if (this.#state !== 'held' || !this.#renewing) return;
+      this.#host.logger.warn(
+        { key: this.key, token: this.token, ...errorFields(error) },
+        'lock renewal failed; retrying',
+      );
+      // Retry sooner than the normal period, while some of the lease is left; the loss timer decides the rest.
+      this.#scheduleRenewal(Math.min(ttl / 3, (this.#expiresAt - Date.now()) / 3));
+    }
+  }
+}
+
+function createHandle(lease: Lease): Lock {
+  const release = (() => lease.release()) as Lock;
+  Object.defineProperties(release, {
+    key: { value: lease.key, enumerable: true },
+    token: { value: lease.token, enumerable: true },
+    signal: { value: lease.signal, enumerable: true },
+    expiresAt: { get: () => lease.expiresAt, enumerable: true },
+    held: { get: () => lease.held, enumerable: true },
+    release: { value: () => lease.release() },
+    extend: {
+      value: async (ttl?: number) => {
+        assertDuration(ttl, 'ttl');
+        await lease.extend(ttl === undefined ? undefined : Math.ceil(ttl));
+      },
+    },
+    runExclusive: {
+      value: async <T>(fn: ExclusiveFn<T>, ttl?: number): Promise<T> => {
+        assertFunction(fn);
+        assertDuration(ttl, 'ttl');
+        return lease.runExclusive(fn, ttl === undefined ? undefined : Math.ceil(ttl));
+      },
+    },
+    acquire: {
+      value: async (ttl?: number): Promise<Lock> => {
+        assertDuration(ttl, 'ttl');
+        await lease.extend(ttl === undefined ? undefined : Math.ceil(ttl));
+        return release;
+      },
+    },
+    [Symbol.asyncDispose]: { value: () => lease.release() },
+  });
+  return release;
+}
+
+interface AdapterEntry {
+  readonly name: string;
+  readonly adapter: LockAdapter;
+  connecting: Promise<void> | undefined;
+}
+
+interface ResolvedRequest {
+  readonly entry: AdapterEntry;
+  readonly ttl: number;
+  readonly waitTimeout: number;
+  readonly signal: AbortSignal | undefined;
+}
+
+/**
+ * Distributed locks over pluggable adapters: leases with fencing tokens, bounded waits, renewal
+ * inside `runExclusive`, and a signal on every handle that fires when its lease is lost.
+ */
+export class LockManager implements AsyncDisposable {
+  readonly appName: string;
+  readonly defaultAdapter: string;
+  readonly #adapters = new Map<string, AdapterEntry>();
+  readonly #logger: Logger;
+  readonly #defaultTtl: number;
+  readonly #defaultWaitTimeout: number;
+  readonly #held = new Set<Lease>();
+  /** One controller per wait in progress, so close() can cancel them without a long-lived shared signal. */
+  readonly #waits = new Set<AbortController>();
+  #started = false;
+  #closing: Promise<void> | undefined;
+
+  constructor(options: LockManagerOptions) {
+    if (typeof options !== 'object' || options === null) throw invalidArgument('options must be an object');
+    assertName(options.appName, 'appName');
+    if (options.defaultAdapter !== undefined) assertName(options.defaultAdapter, 'defaultAdapter');
+    assertDuration(options.defaultTtl, 'defaultTtl');
+    assertDuration(options.defaultWaitTimeout, 'defaultWaitTimeout', true);
+    if (
+      options.adapters !== undefined &&
+      (typeof options.adapters !== 'object' || options.adapters === null)
+    ) {
+      throw invalidArgument('adapters must be an object of name → LockAdapter');
+    }
+    if (options.hub !== undefined && typeof (options.hub as { part?: unknown })?.part !== 'function') {
+      throw invalidArgument('hub must be a MemoryHub');
+    }
+    this.appName = options.appName;
+    this.defaultAdapter = options.defaultAdapter ?? 'local';
+    this.#defaultTtl = Math.ceil(options.defaultTtl ?? DEFAULT_TTL);
+    this.#defaultWaitTimeout = Math.ceil(options.defaultWaitTimeout ?? DEFAULT_WAIT_TIMEOUT);
+    this.#logger = (options.logger ?? noopLogger).child({ component: 'lock-manager', app: this.appName });
+    for (const [name, adapter] of Object.entries(options.adapters ?? {})) this.#add(name, adapter);
+    if (!this.#adapters.has('local')) this.#add('local', createMemoryLock({ hub: options.hub }));
+  }
+
+  /** Adds an adapter under `name`; usable at once (connected lazily, or now if the manager has started). */
+  registerAdapter(name: string, adapter: LockAdapter): void {
+    this.#assertOpen();
+    const entry = this.#add(name, adapter);
+    if (this.#started) {
+      this.#connect(entry).catch((error) =>
+        this.#logger.error({ adapter: name, ...errorFields(error) }, 'lock adapter failed to connect'),
+      );
+    }
+  }
+
+  /** Connects every adapter. Idempotent; calls made before it connect their adapter on first use. */
+  async start(): Promise<void> {
+    this.#assertOpen();
+    this.#started = true;
+    await Promise.all([...this.#adapters.values()].map((entry) => this.#connect(entry)));
+  }
+
+  /** Waits up to `waitTimeout` (default `defaultWaitTimeout`) for the key, then rejects with a LockAcquireError. */
+  async acquire(key: string, ttlOrOptions?: number | LockOptions): Promise<Lock> {
+    const request = this.#resolve(key, ttlOrOptions, 'ttl', this.#defaultWaitTimeout);
+    return (await this.#acquire(key, request)).handle;
+  }
+
+  /**
+   * Takes the key if it is free, else rejects with a LockAcquireError at once (timeout 0, the
+   * default) or after waiting up to `timeout` ms. The lock is held with a ttl like any other.
+   */
+  async tryAcquire(key: string, timeoutOrOptions?: number | LockOptions): Promise<Lock> {
+    const request = this.#resolve(key, timeoutOrOptions, 'waitTimeout', 0);
+    return (await this.#acquire(key, request)).handle;
+  }
+
+  /**
+   * Runs `fn` holding the key, renewing the lease every ttl/3 so `fn` may outlive the ttl, and
+   * releases it afterwards whatever happens. If the lease is lost meanwhile, `signal` aborts and
+   * this rejects with a LockLostError once `fn` settles.
+   */
+  async runExclusive<T>(key: string, fn: ExclusiveFn<T>, ttlOrOptions?: number | LockOptions): Promise<T> {
+    const request = this.#resolve(key, ttlOrOptions, 'ttl', this.#defaultWaitTimeout);
+    assertFunction(fn);
+    const lease = await this.#acquire(key, request);
+    return lease.runExclusive(fn);
+  }
+
+  /** Releases every lock this manager holds (their signals fire), cancels waits, closes the adapters. Idempotent. */
+  close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  async #close(): Promise<void> {
+    const closed = closedError('LockManager');
+    for (const wait of this.#waits) wait.abort(closed);
+    await Promise.all([...this.#held].map((lease) => lease.lose('the lock manager was closed')));
+    const results = await Promise.allSettled(
+      [...this.#adapters.values()].map((entry) => entry.adapter.close()),
+    );
+    results.forEach((result, index) => {
+      if (result.status === 'rejected') {
+        const name = [...this.#adapters.keys()][index];
+        this.#logger.error({ adapter: name, ...errorFields(result.reason) }, 'lock adapter failed to close');
+      }
+    });
+  }
+
+  #assertOpen(): void {
+    if (this.#closing) throw closedError('LockManager');
+  }
+
+  #add(name: string, adapter: LockAdapter): AdapterEntry {
+    assertName(name, 'adapter name');
+    assertAdapter(adapter, name);
+    if (this.#adapters.has(name)) throw invalidArgument(`lock adapter "${name}" is already registered`);
+    const entry: AdapterEntry = { name, adapter, connecting: undefined };
+    this.#adapters.set(name, entry);
+    return entry;
+  }
+
+  #connect(entry: AdapterEntry): Promise<void> {
+    entry.connecting ??= entry.adapter.connect().catch((error: unknown) => {
+      entry.connecting = undefined; // a later call may try again
+      throw error;
+    });
+    return entry.connecting;
+  }
+
+  #resolve(
+    key: string,
+    value: number | LockOptions | undefined,
+    numberMeans: 'ttl' | 'waitTimeout',
+    defaultWaitTimeout: number,
+  ): ResolvedRequest {
+    this.#assertOpen();
+    assertName(key, 'lock key');
+    let options: LockOptions;
+    if (value === undefined) options = {};
+    else if (typeof value === 'number')
+      options = numberMeans === 'ttl' ? { ttl: value } : { waitTimeout: value };
+    else if (typeof value === 'object' && value !== null && !Array.isArray(value)) options = value;
+    else throw invalidArgument(`the last argument must be a number (${numberMeans}) or an options object`);
+
+    assertDuration(options.ttl, 'ttl');
+    assertDuration(options.waitTimeout, 'waitTimeout', true);
+    const { signal } = options;
+    if (signal !== undefined && !isAbortSignal(signal))
+      throw invalidArgument('signal must be an AbortSignal');
+    const adapterName = options.adapter ?? this.defaultAdapter;
+    if (options.adapter !== undefined) assertName(options.adapter, 'adapter');
+    const entry = this.#adapters.get(adapterName);
+    if (entry === undefined) throw invalidArgument(`lock adapter "${adapterName}" is not registered`);
+    const ttl = Math.ceil(options.ttl ?? this.#defaultTtl);
+    const waitTimeout = Math.ceil(options.waitTimeout ?? defaultWaitTimeout);
+    return { entry, ttl, waitTimeout, signal };
+  }
+
+  async #acquire(key: string, request: ResolvedRequest): Promise<Lease> {
+    const { entry, ttl, waitTimeout, signal } = request;
+    if (signal?.aborted) throw abortError(signal, 'lock acquire');
+    await this.#connect(entry);
+    this.#assertOpen();
+    if (signal?.aborted) throw abortError(signal, 'lock acquire');
+
+    const adapterKey = namespaced(this.appName, key);
+    const owner = randomId();
+    // The adapter sees one signal that fires on the caller's abort and on close().
+    const wait = new AbortController();
+    const onAbort = () => wait.abort(abortError(signal!, 'lock acquire'));
+    signal?.addEventListener('abort', onAbort, { once: true });
+    this.#waits.add(wait);
+    let grant: Awaited<ReturnType<LockAdapter['acquire']>>;
+    try {
+      grant = await entry.adapter.acquire(adapterKey, { owner, ttl, waitTimeout, signal: wait.signal });
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+      this.#waits.delete(wait);
+    }
+
+    if (grant === null) {
+      const message =
+        waitTimeout === 0
+          ? `lock "${key}" is held by someone else`
+          : `lock "${key}" was not acquired within ${waitTimeout} ms`;
+      throw new LockAcquireError(message, { details: { key, waitTimeout, adapter: entry.name } });
+    }
+    // A grant can race with an abort or close(): give it back rather than hand out a lock nobody waits for.
+    if (this.#closing || signal?.aborted) {
+      await entry.adapter.release(adapterKey, owner, grant.token).catch(() => false);
+      if (this.#closing) throw closedError('LockManager');
+      throw abortError(signal!, 'lock acquire');
+    }
+
+    const host: LeaseHost = {
+      adapter: entry.adapter,
+      adapterName: entry.name,
+      logger: this.#logger,
+      ended: (lease) => this.#held.delete(lease),
+    };
+    const lease = new Lease(host, key, adapterKey, owner, grant.token, ttl, grant.expiresAt);
+    this.#held.add(lease);
+    return lease;
+  }
+}
+
+/** Timers cannot wait longer than this (about 24.8 days); a longer delay would fire at once. */
+const MAX_DURATION_MS = 2_147_483_647;
+
+function assertDuration(value: unknown, what: string, allowZero = false): void {
+  assertOptionalMs(value, what, allowZero);
+  if (typeof value === 'number' && value > MAX_DURATION_MS) {
+    throw invalidArgument(`${what} must be at most ${MAX_DURATION_MS} ms`);
+  }
+}
+
+/** Structural, so signals from another realm (jsdom, a polyfill) are accepted too. */
+function isAbortSignal(value: unknown): value is AbortSignal {
+  const candidate = value as Partial<AbortSignal> | null;
+  return (
+    typeof candidate === 'object' &&
+    candidate !== null &&
+    typeof candidate.aborted === 'boolean' &&
+    typeof candidate.addEventListener === 'function' &&
+    typeof candidate.removeEventListener === 'function'
+  );
+}
+
+function assertFunction(fn: unknown): asserts fn is Function {
+  if (typeof fn !== 'function') throw invalidArgument(`fn must be a function, got ${typeof fn}`);
+}
+
+function assertAdapter(adapter: unknown, name: string): asserts adapter is LockAdapter {
+  const candidate = adapter as Partial<Record<keyof LockAdapter, unknown>> | null;
+  const complete =
+    typeof candidate === 'object' &&
+    candidate !== null &&
+    typeof candidate.capabilities === 'object' &&
+    (['connect', 'acquire', 'release', 'extend', 'close'] as const).every(
+      (m) => typeof candidate[m] === 'function',
+    );
+  if (!complete) throw invalidArgument(`lock adapter "${name}" does not implement LockAdapter`);
+}
