@@ -32,6 +32,37 @@ function encodeNumber(n: number): unknown {
   return { [TAG]: 'n', v: String(n) };
 }
 
+/**
+ * True when `JSON.stringify(value)` is already the exact wire form: only finite numbers (no -0),
+ * strings, booleans, null, arrays and plain objects without a `$t` key. Allocation-free; deep or
+ * cyclic values fall back to the full walk, which detects cycles.
+ */
+function isPlainJson(value: unknown, depth: number): boolean {
+  switch (typeof value) {
+    case 'string':
+    case 'boolean':
+      return true;
+    case 'number':
+      return Number.isFinite(value) && !Object.is(value, -0);
+    case 'object':
+      break;
+    default:
+      return false;
+  }
+  if (value === null) return true;
+  if (depth > 32) return false;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) if (!isPlainJson(value[i], depth + 1)) return false;
+    return true;
+  }
+  const proto = Object.getPrototypeOf(value);
+  if (proto !== Object.prototype && proto !== null) return false;
+  for (const key in value) {
+    if (key === TAG || !isPlainJson((value as Record<string, unknown>)[key], depth + 1)) return false;
+  }
+  return true;
+}
+
 function toWire(value: unknown, path: Set<object>): unknown {
   switch (typeof value) {
     case 'string':
@@ -154,7 +185,7 @@ export function createSerializer(options: SerializerOptions = {}): Serializer {
   return {
     maxPayloadBytes,
     encode(value) {
-      const text = JSON.stringify(toWire(value, new Set()));
+      const text = isPlainJson(value, 0) ? JSON.stringify(value) : JSON.stringify(toWire(value, new Set()));
       // A UTF-8 byte is at most 3 per UTF-16 unit, so short texts skip the exact count.
       if (text.length * 3 > maxPayloadBytes && Buffer.byteLength(text) > maxPayloadBytes) {
         throw new ClusterError(

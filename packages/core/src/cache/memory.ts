@@ -14,9 +14,15 @@ interface Entry {
   value: string;
   /** Date.now() ms, or Infinity. */
   expiresAt: number;
+  /** Read since it was last examined for eviction. */
+  used: boolean;
 }
 
-/** A Map in recency order: re-inserting on read moves an entry to the end, so the first is the LRU. */
+/**
+ * An approximate LRU ("second chance"): a read only marks its entry, so reads never mutate the Map.
+ * When the table is full, the oldest entries are examined in insertion order: a marked one is
+ * unmarked and moved to the end, the first unmarked one is evicted.
+ */
 class LruTable {
   readonly entries = new Map<string, Entry>();
   constructor(readonly max: number) {}
@@ -28,17 +34,28 @@ class LruTable {
       this.entries.delete(key);
       return undefined;
     }
-    this.entries.delete(key);
-    this.entries.set(key, entry);
+    entry.used = true;
     return entry;
   }
 
   set(key: string, entry: Entry): void {
-    this.entries.delete(key);
+    if (this.entries.delete(key)) {
+      this.entries.set(key, entry);
+      return;
+    }
     this.entries.set(key, entry);
-    if (this.entries.size > this.max) {
-      const oldest = this.entries.keys().next().value as string;
-      this.entries.delete(oldest);
+    if (this.entries.size > this.max) this.#evict();
+  }
+
+  #evict(): void {
+    for (const [key, entry] of this.entries) {
+      if (!entry.used) {
+        this.entries.delete(key);
+        return;
+      }
+      entry.used = false;
+      this.entries.delete(key);
+      this.entries.set(key, entry);
     }
   }
 }
@@ -80,7 +97,7 @@ export function createMemoryCacheStore(options: MemoryCacheStoreOptions = {}): C
     },
     async set(key, value, ttl) {
       open();
-      table.set(key, { value, expiresAt: expiry(ttl) });
+      table.set(key, { value, expiresAt: expiry(ttl), used: false });
     },
     async del(key) {
       open();
@@ -94,7 +111,7 @@ export function createMemoryCacheStore(options: MemoryCacheStoreOptions = {}): C
     async mset(entries, ttl) {
       open();
       const expiresAt = expiry(ttl);
-      for (const [key, value] of entries) table.set(key, { value, expiresAt });
+      for (const [key, value] of entries) table.set(key, { value, expiresAt, used: false });
     },
     async mdel(keys) {
       open();

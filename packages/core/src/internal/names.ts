@@ -30,12 +30,15 @@ export function assertKey(value: unknown, what = 'key'): asserts value is string
  * string prefix of another's.
  */
 export function segment(value: string): string {
+  if (!value.includes('%') && !value.includes(':')) return value;
   return value.replace(/%/g, '%25').replace(/:/g, '%3A');
 }
 
 /** `app:part:part` with every segment escaped. */
 export function namespaced(...parts: string[]): string {
-  return parts.map(segment).join(':');
+  let out = segment(parts[0] ?? '');
+  for (let i = 1; i < parts.length; i++) out += `:${segment(parts[i]!)}`;
+  return out;
 }
 
 export function assertPositiveMs(value: unknown, what: string, allowZero = false): asserts value is number {

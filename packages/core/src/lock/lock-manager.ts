@@ -82,6 +82,8 @@ export interface LockManagerOptions {
 }
 
 const DEFAULT_TTL = 30_000;
+const RESOLVED: Promise<void> = Promise.resolve();
+const noop = (): void => {};
 const DEFAULT_WAIT_TIMEOUT = 30_000;
 
 type LeaseState = 'held' | 'released' | 'lost';
@@ -96,15 +98,18 @@ interface LeaseHost {
 
 /** One acquisition: its lease clock, loss detection, renewal and release. The `Lock` handle wraps it. */
 class Lease {
-  readonly handle: Lock;
   readonly #host: LeaseHost;
-  readonly #controller = new AbortController();
+  // Created on first use: most runExclusive callers never read the signal, and a signal costs µs.
+  #controller: AbortController | undefined;
+  #handle: Lock | undefined;
   #state: LeaseState = 'held';
   #ttl: number;
   #expiresAt: number;
-  #lossTimer: NodeJS.Timeout | undefined;
-  #renewTimer: NodeJS.Timeout | undefined;
+  /** One timer per lease: the next renewal while renewing, else the loss check at expiresAt. */
+  #timer: NodeJS.Timeout | undefined;
   #renewing = false;
+  #renewAt = 0;
+  #inFlight = false;
   #running = false;
   #releasing: Promise<void> | undefined;
 
@@ -120,11 +125,15 @@ class Lease {
     this.#host = host;
     this.#ttl = ttl;
     this.#expiresAt = expiresAt;
-    this.handle = createHandle(this);
-    this.#armLossTimer();
+  }
+
+  get handle(): Lock {
+    this.#handle ??= createHandle(this);
+    return this.#handle;
   }
 
   get signal(): AbortSignal {
+    this.#controller ??= new AbortController();
     return this.#controller.signal;
   }
 
@@ -140,20 +149,31 @@ class Lease {
     return this.#ttl;
   }
 
+  /** Starts loss detection for a lease handed out as a handle. */
+  watch(): this {
+    this.#schedule();
+    return this;
+  }
+
   release(): Promise<void> {
     if (this.#releasing) return this.#releasing;
-    if (this.#state !== 'held') return Promise.resolve();
+    if (this.#state !== 'held') return RESOLVED;
     this.#end('released');
-    const { adapter, logger } = this.#host;
-    const released = adapter.release(this.adapterKey, this.owner, this.token).then((wasHeld) => {
-      if (wasHeld) return;
-      // The lease ended at the backend before we let go: whoever relied on it was not exclusive.
-      logger.warn({ key: this.key, token: this.token }, 'lock lease had already ended when it was released');
-      this.#controller.abort(this.#lostError('the lease had already ended when it was released'));
-    });
+    const released = this.#releaseAtBackend();
     // Only the first caller sees a backend failure; the lease runs out by itself, so later calls resolve.
-    this.#releasing = released.catch(() => undefined);
+    this.#releasing = released.then(noop, noop);
     return released;
+  }
+
+  async #releaseAtBackend(): Promise<void> {
+    const wasHeld = await this.#host.adapter.release(this.adapterKey, this.owner, this.token);
+    if (wasHeld) return;
+    // The lease ended at the backend before we let go: whoever relied on it was not exclusive.
+    this.#host.logger.warn(
+      { key: this.key, token: this.token },
+      'lock lease had already ended when it was released',
+    );
+    this.#abort(this.#lostError('the lease had already ended when it was released'));
   }
 
   async extend(ttl: number = this.#ttl): Promise<void> {
@@ -166,7 +186,7 @@ class Lease {
     }
     this.#ttl = ttl;
     this.#expiresAt = grant.expiresAt;
-    this.#armLossTimer();
+    this.#schedule();
   }
 
   async runExclusive<T>(fn: ExclusiveFn<T>, ttl?: number): Promise<T> {
@@ -184,20 +204,36 @@ class Lease {
 
     this.#renewing = true;
     // A lease taken a while ago (tryAcquire, then runExclusive on the handle) may be close to its end.
-    this.#scheduleRenewal(Math.min(this.#ttl / 3, (this.#expiresAt - Date.now()) / 2));
+    this.#renewAt = Date.now() + Math.max(1, Math.min(this.#ttl / 3, (this.#expiresAt - Date.now()) / 2));
+    this.#schedule();
     let outcome: { ok: true; value: T } | { ok: false; error: unknown };
     try {
-      outcome = { ok: true, value: await fn({ signal: this.signal, token: this.token }) };
+      const lease = this;
+      const context: LockContext = {
+        token: this.token,
+        get signal() {
+          return lease.signal;
+        },
+      };
+      outcome = { ok: true, value: await fn(context) };
     } catch (error) {
       outcome = { ok: false, error };
     }
     this.#renewing = false;
-    clearTimeout(this.#renewTimer);
-    this.#renewTimer = undefined;
     this.#running = false;
-    await this.#releaseQuietly();
+    if (this.#state === 'held') {
+      try {
+        await this.release();
+      } catch (error) {
+        // The lease runs out by itself; the caller's own outcome matters more than this failure.
+        this.#host.logger.warn(
+          { key: this.key, token: this.token, ...errorFields(error) },
+          'lock release failed',
+        );
+      }
+    }
 
-    if (this.signal.aborted) {
+    if (this.#state === 'lost' || this.#controller?.signal.aborted) {
       const lost = this.signal.reason as LockLostError;
       if (outcome.ok || outcome.error === lost) throw lost;
       throw new LockLostError(lost.message, { cause: outcome.error, details: lost.details ?? {} });
@@ -215,7 +251,7 @@ class Lease {
     this.#end('lost');
     const error = this.#lostError(why);
     this.#host.logger.warn({ key: this.key, token: this.token, reason: why }, 'lock lease lost');
-    this.#controller.abort(error);
+    this.#abort(error);
     this.#releasing = this.#host.adapter.release(this.adapterKey, this.owner, this.token).then(
       () => undefined,
       (cause) =>
@@ -224,13 +260,16 @@ class Lease {
     return this.#releasing;
   }
 
+  #abort(error: LockLostError): void {
+    this.#controller ??= new AbortController();
+    this.#controller.abort(error);
+  }
+
   #end(state: LeaseState): void {
     this.#state = state;
     this.#renewing = false;
-    clearTimeout(this.#lossTimer);
-    clearTimeout(this.#renewTimer);
-    this.#lossTimer = undefined;
-    this.#renewTimer = undefined;
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
     this.#host.ended(this);
   }
 
@@ -261,34 +300,41 @@ class Lease {
     }
   }
 
-  /** Loss detection on the local clock: a lease that was not extended in time is reported, never dropped silently. */
-  #armLossTimer(): void {
-    clearTimeout(this.#lossTimer);
-    const check = () => {
-      this.#lossTimer = undefined;
-      if (this.#state !== 'held') return;
-      const remaining = this.#expiresAt - Date.now();
-      if (remaining > 0) {
-        this.#lossTimer = setTimeout(check, Math.min(remaining, MAX_DURATION_MS));
-        this.#lossTimer.unref?.();
-        return;
-      }
-      void this.lose('the lease expired without renewal');
-    };
-    this.#lossTimer = setTimeout(check, Math.min(Math.max(0, this.#expiresAt - Date.now()), MAX_DURATION_MS));
-    this.#lossTimer.unref?.();
+  /**
+   * (Re)arms the lease's one timer: at the next renewal while renewing (and no renewal is in
+   * flight), else at expiresAt, where a lease not extended in time is reported lost — never dropped
+   * silently.
+   */
+  #schedule(): void {
+    if (this.#state !== 'held') return;
+    const now = Date.now();
+    const renew = this.#renewing && !this.#inFlight;
+    const at = renew ? Math.min(this.#renewAt, this.#expiresAt) : this.#expiresAt;
+    const delay = Math.min(Math.max(0, at - now), MAX_DURATION_MS);
+    clearTimeout(this.#timer);
+    this.#timer = setTimeout(() => this.#tick(), delay);
+    this.#timer.unref?.();
   }
 
-  #scheduleRenewal(delay: number): void {
-    clearTimeout(this.#renewTimer);
-    this.#renewTimer = setTimeout(() => void this.#renew(), Math.max(1, delay));
-    this.#renewTimer.unref?.();
+  #tick(): void {
+    this.#timer = undefined;
+    if (this.#state !== 'held') return;
+    const now = Date.now();
+    if (now >= this.#expiresAt) {
+      void this.lose('the lease expired without renewal');
+      return;
+    }
+    if (this.#renewing && !this.#inFlight && now >= this.#renewAt) {
+      void this.#renew();
+      return;
+    }
+    this.#schedule();
   }
 
   async #renew(): Promise<void> {
-    this.#renewTimer = undefined;
-    if (this.#state !== 'held' || !this.#renewing) return;
     const ttl = this.#ttl;
+    this.#inFlight = true;
+    this.#schedule(); // the loss check stays armed while the renewal is in flight
     try {
       const grant = await this.#host.adapter.extend(this.adapterKey, this.owner, this.token, ttl);
       if (this.#state !== 'held' || !this.#renewing) return;
@@ -297,16 +343,18 @@ class Lease {
         return;
       }
       this.#expiresAt = grant.expiresAt;
-      this.#armLossTimer();
-      this.#scheduleRenewal(ttl / 3);
+      this.#renewAt = Date.now() + ttl / 3;
     } catch (error) {
       if (this.#state !== 'held' || !this.#renewing) return;
       this.#host.logger.warn(
         { key: this.key, token: this.token, ...errorFields(error) },
         'lock renewal failed; retrying',
       );
-      // Retry sooner than the normal period, while some of the lease is left; the loss timer decides the rest.
-      this.#scheduleRenewal(Math.min(ttl / 3, (this.#expiresAt - Date.now()) / 3));
+      // Retry sooner than the normal period, while some of the lease is left; the loss check decides the rest.
+      this.#renewAt = Date.now() + Math.max(1, Math.min(ttl / 3, (this.#expiresAt - Date.now()) / 3));
+    } finally {
+      this.#inFlight = false;
+      this.#schedule();
     }
   }
 }
@@ -316,7 +364,7 @@ function createHandle(lease: Lease): Lock {
   Object.defineProperties(release, {
     key: { value: lease.key, enumerable: true },
     token: { value: lease.token, enumerable: true },
-    signal: { value: lease.signal, enumerable: true },
+    signal: { get: () => lease.signal, enumerable: true },
     expiresAt: { get: () => lease.expiresAt, enumerable: true },
     held: { get: () => lease.held, enumerable: true },
     release: { value: () => lease.release() },
@@ -348,7 +396,10 @@ function createHandle(lease: Lease): Lock {
 interface AdapterEntry {
   readonly name: string;
   readonly adapter: LockAdapter;
+  readonly host: LeaseHost;
   connecting: Promise<void> | undefined;
+  /** Set once connect() resolved, so each acquisition skips awaiting it. */
+  connected: boolean;
 }
 
 interface ResolvedRequest {
@@ -370,8 +421,13 @@ export class LockManager implements AsyncDisposable {
   readonly #defaultTtl: number;
   readonly #defaultWaitTimeout: number;
   readonly #held = new Set<Lease>();
-  /** One controller per wait in progress, so close() can cancel them without a long-lived shared signal. */
+  /** Aborted by close(): every wait in progress listens to it, alone or combined with the caller's signal. */
+  readonly #closeController = new AbortController();
+  /** Per-call controllers of waits that also listen to a caller's signal; close() aborts them too. */
   readonly #waits = new Set<AbortController>();
+  /** Owners are this manager's id plus a counter: unique, and cheaper than a UUID per acquisition. */
+  readonly #ownerPrefix = `${randomId()}:`;
+  #ownerSeq = 0;
   #started = false;
   #closing: Promise<void> | undefined;
 
@@ -420,7 +476,7 @@ export class LockManager implements AsyncDisposable {
   /** Waits up to `waitTimeout` (default `defaultWaitTimeout`) for the key, then rejects with a LockAcquireError. */
   async acquire(key: string, ttlOrOptions?: number | LockOptions): Promise<Lock> {
     const request = this.#resolve(key, ttlOrOptions, 'ttl', this.#defaultWaitTimeout);
-    return (await this.#acquire(key, request)).handle;
+    return (await this.#acquire(key, request)).watch().handle;
   }
 
   /**
@@ -429,7 +485,7 @@ export class LockManager implements AsyncDisposable {
    */
   async tryAcquire(key: string, timeoutOrOptions?: number | LockOptions): Promise<Lock> {
     const request = this.#resolve(key, timeoutOrOptions, 'waitTimeout', 0);
-    return (await this.#acquire(key, request)).handle;
+    return (await this.#acquire(key, request)).watch().handle;
   }
 
   /**
@@ -441,7 +497,7 @@ export class LockManager implements AsyncDisposable {
     const request = this.#resolve(key, ttlOrOptions, 'ttl', this.#defaultWaitTimeout);
     assertFunction(fn);
     const lease = await this.#acquire(key, request);
-    return lease.runExclusive(fn);
+    return await lease.runExclusive(fn); // `return await` adopts in one tick, a bare return in three
   }
 
   /** Releases every lock this manager holds (their signals fire), cancels waits, closes the adapters. Idempotent. */
@@ -456,6 +512,7 @@ export class LockManager implements AsyncDisposable {
 
   async #close(): Promise<void> {
     const closed = closedError('LockManager');
+    this.#closeController.abort(closed);
     for (const wait of this.#waits) wait.abort(closed);
     await Promise.all([...this.#held].map((lease) => lease.lose('the lock manager was closed')));
     const results = await Promise.allSettled(
@@ -477,16 +534,27 @@ export class LockManager implements AsyncDisposable {
     assertName(name, 'adapter name');
     assertAdapter(adapter, name);
     if (this.#adapters.has(name)) throw invalidArgument(`lock adapter "${name}" is already registered`);
-    const entry: AdapterEntry = { name, adapter, connecting: undefined };
+    const entry: AdapterEntry = {
+      name,
+      adapter,
+      connecting: undefined,
+      connected: false,
+      host: { adapter, adapterName: name, logger: this.#logger, ended: (lease) => this.#held.delete(lease) },
+    };
     this.#adapters.set(name, entry);
     return entry;
   }
 
   #connect(entry: AdapterEntry): Promise<void> {
-    entry.connecting ??= entry.adapter.connect().catch((error: unknown) => {
-      entry.connecting = undefined; // a later call may try again
-      throw error;
-    });
+    entry.connecting ??= entry.adapter.connect().then(
+      () => {
+        entry.connected = true;
+      },
+      (error: unknown) => {
+        entry.connecting = undefined; // a later call may try again
+        throw error;
+      },
+    );
     return entry.connecting;
   }
 
@@ -522,23 +590,37 @@ export class LockManager implements AsyncDisposable {
   async #acquire(key: string, request: ResolvedRequest): Promise<Lease> {
     const { entry, ttl, waitTimeout, signal } = request;
     if (signal?.aborted) throw abortError(signal, 'lock acquire');
-    await this.#connect(entry);
-    this.#assertOpen();
-    if (signal?.aborted) throw abortError(signal, 'lock acquire');
+    if (!entry.connected) {
+      await this.#connect(entry);
+      this.#assertOpen();
+      if (signal?.aborted) throw abortError(signal, 'lock acquire');
+    }
 
     const adapterKey = namespaced(this.appName, key);
-    const owner = randomId();
-    // The adapter sees one signal that fires on the caller's abort and on close().
-    const wait = new AbortController();
-    const onAbort = () => wait.abort(abortError(signal!, 'lock acquire'));
-    signal?.addEventListener('abort', onAbort, { once: true });
-    this.#waits.add(wait);
+    const owner = this.#ownerPrefix + (++this.#ownerSeq).toString(36);
+    // The adapter sees one signal that fires on close() and, when the caller gave one, on its abort.
+    // (A per-call controller only then: AbortSignal.any on a long-lived signal leaks on Node 20.)
+    const closing = this.#closeController.signal;
+    let wait: AbortController | undefined;
+    let onAbort: (() => void) | undefined;
+    if (signal) {
+      const combined = new AbortController();
+      wait = combined;
+      onAbort = () => combined.abort(abortError(signal, 'lock acquire'));
+      signal.addEventListener('abort', onAbort, { once: true });
+      this.#waits.add(combined);
+    }
     let grant: Awaited<ReturnType<LockAdapter['acquire']>>;
     try {
-      grant = await entry.adapter.acquire(adapterKey, { owner, ttl, waitTimeout, signal: wait.signal });
+      grant = await entry.adapter.acquire(adapterKey, {
+        owner,
+        ttl,
+        waitTimeout,
+        signal: wait?.signal ?? closing,
+      });
     } finally {
-      signal?.removeEventListener('abort', onAbort);
-      this.#waits.delete(wait);
+      if (signal && onAbort) signal.removeEventListener('abort', onAbort);
+      if (wait) this.#waits.delete(wait);
     }
 
     if (grant === null) {
@@ -555,13 +637,7 @@ export class LockManager implements AsyncDisposable {
       throw abortError(signal!, 'lock acquire');
     }
 
-    const host: LeaseHost = {
-      adapter: entry.adapter,
-      adapterName: entry.name,
-      logger: this.#logger,
-      ended: (lease) => this.#held.delete(lease),
-    };
-    const lease = new Lease(host, key, adapterKey, owner, grant.token, ttl, grant.expiresAt);
+    const lease = new Lease(entry.host, key, adapterKey, owner, grant.token, ttl, grant.expiresAt);
     this.#held.add(lease);
     return lease;
   }

@@ -119,6 +119,8 @@ class MemoryLockAdapter implements LockAdapter {
       signal?.addEventListener('abort', onAbort, { once: true });
       state.waiters.add(waiter);
       this.#waiters.add(waiter);
+      // Someone now waits for this lease to end: make sure its end wakes them.
+      if (state.holder !== undefined) this.#armExpiry(state.holder);
     });
   }
 
@@ -135,8 +137,8 @@ class MemoryLockAdapter implements LockAdapter {
     assertDuration(ttl, 'ttl', false);
     const holder = this.#holderOf(key, owner, token);
     if (holder === undefined) return null;
+    // An armed expiry timer re-reads expiresAt when it fires, so it needs no re-arming here.
     holder.expiresAt = Date.now() + ttl;
-    this.#armExpiry(holder);
     return { token: holder.token, expiresAt: holder.expiresAt - REPORT_EARLY_MS };
   }
 
@@ -185,13 +187,14 @@ class MemoryLockAdapter implements LockAdapter {
     };
     state.holder = holder;
     this.#holds.add(holder);
-    this.#armExpiry(holder);
+    // No timer yet: with nobody waiting, an overdue lease is ended when the key is next touched.
+    if (state.waiters.size > 0) this.#armExpiry(holder);
     return { token, expiresAt: holder.expiresAt - REPORT_EARLY_MS };
   }
 
   /** The lease of a holder that stops renewing ends on its own; the manager reports that as a loss. */
   #armExpiry(holder: Holder): void {
-    clearTimeout(holder.timer);
+    if (holder.timer !== undefined) return;
     const fire = () => {
       const remaining = holder.expiresAt - Date.now();
       if (remaining > 0) {
