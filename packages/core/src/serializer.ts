@@ -63,6 +63,62 @@ function isPlainJson(value: unknown, depth: number): boolean {
   return true;
 }
 
+/** Returned by `copyPlainJson` for values that need the full codec. */
+export const NOT_PLAIN: unique symbol = Symbol('not plain JSON');
+
+/**
+ * For in-process stores: a deep copy of a plain-JSON value (see isPlainJson) that equals
+ * `decode(encode(value))`, or NOT_PLAIN. `budget.bytes` is decreased by an upper bound of the
+ * value's encoded size (6 bytes per string unit covers escapes and UTF-8), so a caller can keep the
+ * codec's size limit exact: only when the bound runs out does it need the real encoding.
+ */
+export function copyPlainJson(value: unknown, budget: { bytes: number }, depth = 0): unknown {
+  switch (typeof value) {
+    case 'string':
+      budget.bytes -= 2 + value.length * 6;
+      return value;
+    case 'boolean':
+      budget.bytes -= 5;
+      return value;
+    case 'number':
+      budget.bytes -= 24;
+      return Number.isFinite(value) && !Object.is(value, -0) ? value : NOT_PLAIN;
+    case 'object':
+      break;
+    default:
+      return NOT_PLAIN;
+  }
+  if (value === null) {
+    budget.bytes -= 4;
+    return null;
+  }
+  if (depth > 32) return NOT_PLAIN;
+  if (Array.isArray(value)) {
+    budget.bytes -= 2 + value.length;
+    const out = new Array(value.length);
+    for (let i = 0; i < value.length; i++) {
+      const item = copyPlainJson(value[i], budget, depth + 1);
+      if (item === NOT_PLAIN) return NOT_PLAIN;
+      out[i] = item;
+    }
+    return out;
+  }
+  const proto = Object.getPrototypeOf(value);
+  if (proto !== Object.prototype && proto !== null) return NOT_PLAIN;
+  const out: Record<string, unknown> = {};
+  budget.bytes -= 2;
+  for (const key in value) {
+    if (key === TAG) return NOT_PLAIN;
+    const item = copyPlainJson((value as Record<string, unknown>)[key], budget, depth + 1);
+    if (item === NOT_PLAIN) return NOT_PLAIN;
+    budget.bytes -= 4 + key.length * 6;
+    if (key === '__proto__')
+      Object.defineProperty(out, key, { value: item, enumerable: true, writable: true, configurable: true });
+    else out[key] = item;
+  }
+  return out;
+}
+
 function toWire(value: unknown, path: Set<object>): unknown {
   switch (typeof value) {
     case 'string':

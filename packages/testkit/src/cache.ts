@@ -267,6 +267,27 @@ export function describeCacheStoreConformance(options: SuiteOptions<CacheStore>)
       expect(Object.getPrototypeOf(back)).toBe(Object.prototype);
     });
 
+    it('stores copies: mutating a value after set, or a value got, leaves the cache unchanged', async () => {
+      const cache = await (await manager()).createCache({ name: 'c' });
+      const plain = { list: [1, { deep: 'x' }], n: 1 };
+      const rich = { when: new Date(0), list: [1] };
+      await cache.set('plain', plain);
+      await cache.set('rich', rich);
+      plain.list.push(2);
+      (plain.list[1] as { deep: string }).deep = 'changed';
+      rich.list.push(2);
+      const first = (await cache.get('plain')) as typeof plain;
+      expect(first).toEqual({ list: [1, { deep: 'x' }], n: 1 });
+      first.n = 99;
+      first.list.length = 0;
+      expect(await cache.get('plain')).toEqual({ list: [1, { deep: 'x' }], n: 1 });
+      expect(await cache.get('rich')).toEqual({ when: new Date(0), list: [1] });
+      expect(await cache.mget('plain', 'rich')).toEqual([
+        { list: [1, { deep: 'x' }], n: 1 },
+        { when: new Date(0), list: [1] },
+      ]);
+    });
+
     it('treats __proto__ and constructor as ordinary keys', async () => {
       const cache = await (await manager()).createCache({ name: 'c' });
       await cache.set('__proto__', 'p');

@@ -3,7 +3,7 @@ import { ClusterError, invalidArgument } from '../errors.js';
 import { assertKey, assertOptionalMs } from '../internal/names.js';
 import type { Logger } from '../logger.js';
 import { errorFields } from '../logger.js';
-import type { Serializer } from '../serializer.js';
+import { copyPlainJson, NOT_PLAIN, type Serializer } from '../serializer.js';
 import type { CacheStore } from './types.js';
 
 /** What a cluster-wide `wrap` needs from the lock manager (structural, to keep parts decoupled). */
@@ -79,16 +79,66 @@ export class Cache {
   }
 
   async get<T = unknown>(key: string): Promise<T | undefined> {
-    const text = await this.store.get(this.key(key));
-    return text === undefined ? undefined : (this.#o.serializer.decode(text) as T);
+    // No await: a synchronous read must not pay a microtask (decoded values are never thenables).
+    return this.#read(this.key(key)) as T | undefined;
   }
 
   async set(key: string, value: unknown, ttl?: number): Promise<void> {
     const full = this.key(key);
-    const text = this.#encode(value);
     const effective = this.#ttl(ttl);
-    this.#invalidate(full);
-    await this.store.set(full, text, effective);
+    const pending = this.#write(full, value, effective, undefined);
+    if (pending !== undefined) await pending;
+  }
+
+  /**
+   * Reads and decodes one full key. In-process stores answer synchronously (no promise is made);
+   * only the remote path returns a promise. Decoded values are never promises, so callers can tell.
+   */
+  #read(full: string): unknown {
+    const store = this.store;
+    if (store.getPlainNow !== undefined) {
+      const found = store.getPlainNow(full);
+      if (found === undefined) return undefined;
+      // The stored copy is private to the store: hand out a copy of it, as decoding would.
+      if (typeof found !== 'string') return copyPlainJson(found.plain, { bytes: 0 });
+      return this.#o.serializer.decode(found);
+    }
+    if (store.getNow !== undefined) {
+      const text = store.getNow(full);
+      return text === undefined ? undefined : this.#o.serializer.decode(text);
+    }
+    return store.get(full).then((text) => (text === undefined ? undefined : this.#o.serializer.decode(text)));
+  }
+
+  /**
+   * Validates and encodes, then writes — so bad values throw before anything changes. A plain
+   * write first invalidates running fills of the key; a fill's own write (`fill` given) is skipped
+   * when the key was invalidated meanwhile. An in-process store may keep a
+   * deep copy instead of text when that is provably the same thing (plain JSON within the size
+   * limit). Returns a promise only when the store is remote.
+   */
+  #write(
+    full: string,
+    value: unknown,
+    ttl: number | undefined,
+    fill: Fill | undefined,
+  ): Promise<void> | undefined {
+    const store = this.store;
+    if (store.setPlainNow !== undefined) {
+      const budget = { bytes: this.#o.serializer.maxPayloadBytes };
+      const copy = copyPlainJson(value, budget);
+      if (copy !== NOT_PLAIN && budget.bytes >= 0) {
+        if (this.#mayWrite(full, fill)) store.setPlainNow(full, copy, ttl);
+        return undefined;
+      }
+    }
+    const text = this.#encode(value);
+    if (!this.#mayWrite(full, fill)) return undefined;
+    if (store.setNow !== undefined) {
+      store.setNow(full, text, ttl);
+      return undefined;
+    }
+    return store.set(full, text, ttl);
   }
 
   async del(key: string): Promise<void> {
@@ -170,8 +220,8 @@ export class Cache {
     if (typeof fn !== 'function') throw invalidArgument('wrap expects a function');
     const full = this.key(key);
     const ttl = this.#ttl(options.ttl);
-    const hit = await this.store.get(full);
-    if (hit !== undefined) return this.#o.serializer.decode(hit) as T;
+    const hit = await this.#read(full);
+    if (hit !== undefined) return hit as T;
     const running = this.#fills.get(full);
     if (running) return running.promise as Promise<T>;
 
@@ -179,8 +229,8 @@ export class Cache {
     const compute = async (): Promise<T> => {
       const value = await fn();
       if (!fill.invalidated && (await options.isCacheable(value))) {
-        const text = this.#encode(value);
-        if (!fill.invalidated) await this.store.set(full, text, ttl);
+        // A del/set/reset while the value was computed wins: the fill must not resurrect it.
+        await this.#write(full, value, ttl, fill);
       }
       return value;
     };
@@ -203,8 +253,8 @@ export class Cache {
       return await lock.runExclusive(
         fillLockKey(full),
         async () => {
-          const text = await this.store.get(full);
-          return text !== undefined ? (this.#o.serializer.decode(text) as T) : compute();
+          const value = await this.#read(full);
+          return value !== undefined ? (value as T) : compute();
         },
         { ttl: this.#o.fillTimeout, waitTimeout: this.#o.fillTimeout },
       );
@@ -214,6 +264,12 @@ export class Cache {
       this.#o.logger.warn({ cache: this.name, ...errorFields(error) }, 'cache fill lock wait timed out');
       return compute();
     }
+  }
+
+  #mayWrite(full: string, fill: Fill | undefined): boolean {
+    if (fill !== undefined) return !fill.invalidated;
+    this.#invalidate(full);
+    return true;
   }
 
   #invalidate(full: string): void {

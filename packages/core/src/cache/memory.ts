@@ -11,7 +11,9 @@ export interface MemoryCacheStoreOptions {
 }
 
 interface Entry {
-  value: string;
+  /** Encoded text; a plain-JSON entry stored by `setPlainNow` keeps its copy in `plain` until text is asked for. */
+  value: string | undefined;
+  plain?: unknown;
   /** Date.now() ms, or Infinity. */
   expiresAt: number;
   /** Read since it was last examined for eviction. */
@@ -92,10 +94,30 @@ export function createMemoryCacheStore(options: MemoryCacheStoreOptions = {}): C
       open();
     },
     async get(key) {
-      open();
-      return table.get(key, Date.now())?.value;
+      return store.getNow!(key);
     },
     async set(key, value, ttl) {
+      store.setNow!(key, value, ttl);
+    },
+    getNow(key) {
+      open();
+      const entry = table.get(key, Date.now());
+      if (entry === undefined) return undefined;
+      // Plain entries are equal to their JSON text by construction, so text is made on demand.
+      entry.value ??= JSON.stringify(entry.plain);
+      return entry.value;
+    },
+    setPlainNow(key, plain, ttl) {
+      open();
+      table.set(key, { value: undefined, plain, expiresAt: expiry(ttl), used: false });
+    },
+    getPlainNow(key) {
+      open();
+      const entry = table.get(key, Date.now());
+      if (entry === undefined) return undefined;
+      return entry.value === undefined ? { plain: entry.plain } : entry.value;
+    },
+    setNow(key, value, ttl) {
       open();
       table.set(key, { value, expiresAt: expiry(ttl), used: false });
     },
@@ -105,8 +127,7 @@ export function createMemoryCacheStore(options: MemoryCacheStoreOptions = {}): C
     },
     async mget(keys) {
       open();
-      const now = Date.now();
-      return keys.map((key) => table.get(key, now)?.value);
+      return keys.map((key) => store.getNow!(key));
     },
     async mset(entries, ttl) {
       open();

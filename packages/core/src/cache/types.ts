@@ -30,4 +30,18 @@ export interface CacheStore extends AsyncDisposable {
   /** Remaining lifetime in ms; `Infinity` when the key never expires; `undefined` when it is missing. */
   ttl(key: string): Promise<number | undefined>;
   close(): Promise<void>;
+  /**
+   * Optional synchronous fast paths for in-process stores, with the same results as `get` / `set`.
+   * The Cache uses them to skip promise round trips; remote stores leave them out.
+   */
+  getNow?(key: string): string | undefined;
+  setNow?(key: string, value: string, ttl?: number): void;
+  /**
+   * Optional, in-process stores only: keep a plain-JSON value as a private deep copy instead of
+   * text (the Cache guarantees it equals `decode(encode(value))` and fits the size limit).
+   * `getPlainNow` returns that stored copy (the Cache copies it again before handing it out),
+   * or the text for entries stored as text, or undefined for a miss. `get` must still return text.
+   */
+  setPlainNow?(key: string, value: unknown, ttl?: number): void;
+  getPlainNow?(key: string): { plain: unknown } | string | undefined;
 }

@@ -124,6 +124,25 @@ class MemoryLockAdapter implements LockAdapter {
     });
   }
 
+  acquireNow(key: string, owner: string, ttl: number): LockGrant | null {
+    if (this.#closed) throw closedError('memory lock adapter');
+    let state = this.#keyState(key);
+    const current = state.holder;
+    if (current !== undefined && Date.now() >= current.expiresAt) {
+      this.#free(current);
+      state = this.#keyState(key);
+    }
+    return state.holder === undefined ? this.#grant(key, state, owner, ttl) : null;
+  }
+
+  releaseNow(key: string, owner: string, token: number): boolean {
+    if (this.#closed) throw closedError('memory lock adapter');
+    const holder = this.#holderOf(key, owner, token);
+    if (holder === undefined) return false;
+    this.#free(holder);
+    return true;
+  }
+
   async release(key: string, owner: string, token: number): Promise<boolean> {
     if (this.#closed) throw closedError('memory lock adapter');
     const holder = this.#holderOf(key, owner, token);

@@ -50,4 +50,12 @@ export interface LockAdapter extends AsyncDisposable {
   /** Extends the lease to `ttl` from now if still held by owner/token; `null` when it is not. */
   extend(key: string, owner: string, token: number, ttl: number): Promise<LockGrant | null>;
   close(): Promise<void>;
+  /**
+   * Optional synchronous fast path for in-process adapters: one attempt to take a free key
+   * (`null` when held), with the same effect as `acquire` with `waitTimeout: 0`. The manager uses
+   * it to skip promise round trips; remote adapters leave it out.
+   */
+  acquireNow?(key: string, owner: string, ttl: number): LockGrant | null;
+  /** Optional synchronous `release`, same result. */
+  releaseNow?(key: string, owner: string, token: number): boolean;
 }
