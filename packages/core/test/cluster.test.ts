@@ -278,3 +278,24 @@ describe('createCluster', () => {
     expect(() => createCluster({ name: 'x', cache: { defaultStore: 'nope' } })).toThrow(ClusterError);
   });
 });
+
+describe('subscriptions', () => {
+  it('are AsyncDisposable', async () => {
+    const hub = createMemoryHub();
+    const cluster = await startInstances(2, () => ({ name: 'shop', hub }));
+    cleanups.push(() => cluster.stop());
+    const [a, b] = cluster.apps;
+    const got: unknown[] = [];
+    const probe: unknown[] = [];
+    await b!.pubSubManager.subscribe('probe', (m) => void probe.push(m));
+    {
+      await using _sub = await b!.pubSubManager.subscribe('ch', (m) => void got.push(m));
+      await a!.pubSubManager.publish('ch', 1);
+      await waitFor(() => got.length === 1);
+    }
+    await a!.pubSubManager.publish('ch', 2);
+    await a!.pubSubManager.publish('probe', 'after');
+    await waitFor(() => probe.length === 1);
+    expect(got).toEqual([1]);
+  });
+});

@@ -5,5 +5,6 @@ export * from './fault-proxy.js';
 export * from './lock.js';
 export * from './pubsub.js';
 export * from './queue.js';
+export * from './servers.js';
 export * from './sync.js';
 export * from './wait.js';

@@ -18,6 +18,13 @@ export interface PubSubMessageMeta {
 
 export type PubSubHandler<T = any> = (message: T, meta: PubSubMessageMeta) => void | Promise<void>;
 
+/** Ends a subscription when called; also works with `await using`. */
+export type Unsubscribe = (() => Promise<void>) & AsyncDisposable;
+
+export function unsubscriber(fn: () => Promise<void>): Unsubscribe {
+  return Object.assign(fn, { [Symbol.asyncDispose]: fn });
+}
+
 export interface PubSubSubscribeOptions {
   /** Collapse identical payloads arriving within this many ms into one trailing call, per subscriber. */
   debounce?: number;
@@ -109,7 +116,7 @@ export class PubSubManager {
     channel: string,
     handler: PubSubHandler<T>,
     options: PubSubSubscribeOptions = {},
-  ): Promise<() => Promise<void>> {
+  ): Promise<Unsubscribe> {
     this.#open();
     assertName(channel, 'channel');
     if (typeof handler !== 'function') throw invalidArgument('handler must be a function');
@@ -132,7 +139,7 @@ export class PubSubManager {
       await this.#starting;
       await this.#attach(channel);
     }
-    return () => this.unsubscribe(channel, handler);
+    return unsubscriber(() => this.unsubscribe(channel, handler));
   }
 
   async unsubscribe(channel: string, handler: PubSubHandler): Promise<void> {

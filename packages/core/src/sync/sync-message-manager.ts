@@ -3,7 +3,12 @@ import { Debouncer } from '../internal/debounce.js';
 import { assertName, assertOptionalMs } from '../internal/names.js';
 import type { Logger } from '../logger.js';
 import { errorFields, noopLogger } from '../logger.js';
-import type { PubSubManager, PubSubMessageMeta } from '../pubsub/pubsub-manager.js';
+import {
+  type PubSubManager,
+  type PubSubMessageMeta,
+  type Unsubscribe,
+  unsubscriber,
+} from '../pubsub/pubsub-manager.js';
 import type { Serializer } from '../serializer.js';
 import { defaultSerializer } from '../serializer.js';
 
@@ -120,7 +125,7 @@ export class SyncMessageManager {
     channel: string,
     handler: SyncHandler<T>,
     options: SyncSubscribeOptions = {},
-  ): Promise<() => Promise<void>> {
+  ): Promise<Unsubscribe> {
     if (this.#stopped) throw closedError('sync message manager');
     assertName(channel, 'sync channel');
     if (typeof handler !== 'function') throw invalidArgument('handler must be a function');
@@ -144,7 +149,7 @@ export class SyncMessageManager {
     byHandler.set(handler as SyncHandler, subscription);
     this.#subscriptions.set(channel, byHandler);
     await this.pubSub.subscribe(CHANNEL_PREFIX + channel, subscription.pubSubHandler);
-    return () => this.unsubscribe(channel, handler);
+    return unsubscriber(() => this.unsubscribe(channel, handler));
   }
 
   async unsubscribe(channel: string, handler: SyncHandler): Promise<void> {
