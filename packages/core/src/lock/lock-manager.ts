@@ -436,8 +436,6 @@ export class LockManager implements AsyncDisposable {
   readonly #defaultTtl: number;
   readonly #defaultWaitTimeout: number;
   readonly #held = new Set<Lease>();
-  /** Aborted by close(): every wait in progress listens to it, alone or combined with the caller's signal. */
-  readonly #closeController = new AbortController();
   /** Per-call controllers of waits that also listen to a caller's signal; close() aborts them too. */
   readonly #waits = new Set<AbortController>();
   /** Owners are this manager's id plus a counter: unique, and cheaper than a UUID per acquisition. */
@@ -527,7 +525,6 @@ export class LockManager implements AsyncDisposable {
 
   async #close(): Promise<void> {
     const closed = closedError('LockManager');
-    this.#closeController.abort(closed);
     for (const wait of this.#waits) wait.abort(closed);
     await Promise.all([...this.#held].map((lease) => lease.lose('the lock manager was closed')));
     const results = await Promise.allSettled(
@@ -630,9 +627,9 @@ export class LockManager implements AsyncDisposable {
 
     const adapterKey = namespaced(this.appName, key);
     const owner = this.#ownerPrefix + (++this.#ownerSeq).toString(36);
-    // The adapter sees one signal that fires on close() and, when the caller gave one, on its abort.
-    // (A per-call controller only then: AbortSignal.any on a long-lived signal leaks on Node 20.)
-    const closing = this.#closeController.signal;
+    // With a caller signal the adapter gets a per-call one that also fires on close(). Without, none:
+    // close() closes the adapters, which reject their waits with CLOSED — a listener per waiter on
+    // one shared signal would tax every contended wait (and AbortSignal.any leaks on Node 20).
     let wait: AbortController | undefined;
     let onAbort: (() => void) | undefined;
     if (signal) {
@@ -648,7 +645,7 @@ export class LockManager implements AsyncDisposable {
         owner,
         ttl,
         waitTimeout,
-        signal: wait?.signal ?? closing,
+        signal: wait?.signal,
       });
     } finally {
       if (signal && onAbort) signal.removeEventListener('abort', onAbort);
