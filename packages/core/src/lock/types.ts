@@ -49,6 +49,7 @@ export interface LockAdapter extends AsyncDisposable {
   release(key: string, owner: string, token: number): Promise<boolean>;
   /** Extends the lease to `ttl` from now if still held by owner/token; `null` when it is not. */
   extend(key: string, owner: string, token: number, ttl: number): Promise<LockGrant | null>;
+  /** Rejects every pending `acquire` of this adapter with a CLOSED ClusterError, then disconnects. */
   close(): Promise<void>;
   /**
    * Optional synchronous fast path for in-process adapters: one attempt to take a free key
