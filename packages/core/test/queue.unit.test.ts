@@ -661,3 +661,43 @@ describe('createMemoryQueue', () => {
     expect(await adapter.stats('ch')).toMatchObject({ pending: 0, delayed: 1 });
   });
 });
+
+describe('poison guard', () => {
+  it('dead-letters a task whose consumers keep dying, after maxRetries + 1 + maxLostDeliveries deliveries', async () => {
+    const { createMemoryHub, createMemoryQueue, EventQueue } = await import('@cluster/core');
+    const { waitFor } = await import('@cluster/testkit');
+    const hub = createMemoryHub();
+    const options = { appName: 'poison', maxLostDeliveries: 2 };
+    const producer = new EventQueue({
+      ...options,
+      adapter: createMemoryQueue({ hub, visibilityTimeout: 40 }),
+    });
+    await producer.start();
+    // A consumer that "dies" on every delivery: it never settles, so each claim expires and the task moves on.
+    const dyingAdapter = createMemoryQueue({ hub, visibilityTimeout: 40 });
+    await dyingAdapter.connect();
+    const attempts: number[] = [];
+    const dying = await dyingAdapter.consume(producer.getFullChannel('ch'), {
+      concurrency: 4,
+      deliver: (delivery) => void attempts.push(delivery.attempt),
+    });
+    await producer.publish('ch', { kill: true }, { maxRetries: 1 });
+    await waitFor(() => attempts.length === 4, { timeout: 10_000 });
+    expect(attempts).toEqual([1, 2, 3, 4]);
+    // Its 4 slots are now held, so the next delivery (the 5th = maxRetries 1 + 1 + 2 lost) goes to a live
+    // EventQueue, which must dead-letter it unrun.
+    let ran = false;
+    const live = new EventQueue({ ...options, adapter: createMemoryQueue({ hub, visibilityTimeout: 40 }) });
+    live.subscribe('ch', { process: () => void (ran = true) });
+    await live.start();
+    await waitFor(async () => (await live.deadLetters.list('ch')).length === 1, { timeout: 10_000 });
+    const [letter] = await live.deadLetters.list('ch');
+    expect(letter!.error).toMatch(/without completing/);
+    expect(letter!.attempts).toBe(5);
+    expect(ran).toBe(false);
+    await dying.close();
+    await dyingAdapter.close();
+    await live.close({ timeout: 10 });
+    await producer.close({ timeout: 10 });
+  });
+});

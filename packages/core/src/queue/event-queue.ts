@@ -31,6 +31,11 @@ export interface EventQueueOptions {
   closeTimeout?: number;
   /** How often idle() is polled in ms, which is how a paused consumer notices it may resume. Default 250. */
   idleInterval?: number;
+  /**
+   * Poison guard: how many times a task may be redelivered because its consumer died (or lost the
+   * claim) on top of its maxRetries + 1 attempts, before it is dead-lettered unrun. Default 5.
+   */
+  maxLostDeliveries?: number;
 }
 
 export interface EventQueueTaskContext {
@@ -287,6 +292,25 @@ class ChannelConsumer {
     };
     this.#runs.add(run);
     const fields = { channel: this.channel, id: delivery.id, attempt: delivery.attempt };
+    // Poison guard: a task redelivered past its attempts (its consumers died or lost the claim each
+    // time) never ran to a verdict; running it again could kill another consumer. Dead-letter it.
+    if (delivery.attempt > delivery.maxRetries + 1 + this.#internals.maxLostDeliveries) {
+      run.decided = true;
+      this.#logger.error(
+        fields,
+        'task exhausted its attempts without a verdict (consumers died); dead-lettered',
+      );
+      this.#settle(
+        run,
+        delivery,
+        () =>
+          delivery.deadLetter(
+            `delivered ${delivery.attempt} times without completing; consumers died or lost the claim`,
+          ),
+        'deadLetter',
+      );
+      return;
+    }
     let payload: unknown;
     try {
       payload = this.#internals.serializer.decode(delivery.payload);
@@ -489,6 +513,7 @@ interface QueueInternals {
   readonly backoff: ResolvedBackoff;
   readonly idleInterval: number;
   readonly touchInterval: number;
+  readonly maxLostDeliveries: number;
 }
 
 type QueueState = 'idle' | 'starting' | 'started' | 'closed';
@@ -535,6 +560,10 @@ export class EventQueue implements AsyncDisposable {
     const idleInterval = options.idleInterval ?? 250;
     assertTimerMs(idleInterval, 'idleInterval');
     const backoff = resolveBackoff(options.backoff);
+    const maxLostDeliveries = options.maxLostDeliveries ?? 5;
+    if (!Number.isInteger(maxLostDeliveries) || maxLostDeliveries < 0) {
+      throw invalidArgument('maxLostDeliveries must be an integer >= 0');
+    }
     const visibility = adapter.capabilities?.visibilityTimeoutMs;
     const touchInterval =
       typeof visibility === 'number' && visibility > 0
@@ -550,6 +579,7 @@ export class EventQueue implements AsyncDisposable {
       backoff,
       idleInterval,
       touchInterval,
+      maxLostDeliveries,
     };
     this.deadLetters = {
       list: (channel, listOptions) => this.#listDeadLetters(channel, listOptions),
