@@ -220,12 +220,19 @@ export class Cache {
     if (typeof fn !== 'function') throw invalidArgument('wrap expects a function');
     const full = this.key(key);
     const ttl = this.#ttl(options.ttl);
-    const hit = await this.#read(full);
-    if (hit !== undefined) return hit as T;
     const running = this.#fills.get(full);
     if (running) return running.promise as Promise<T>;
-
+    const store = this.store;
+    const synchronous = store.getPlainNow !== undefined || store.getNow !== undefined;
+    if (synchronous) {
+      // Nothing can interleave with a synchronous read, so a hit needs no fill record.
+      const hit = this.#read(full);
+      if (hit !== undefined) return hit as T;
+    }
+    // The fill is registered before a remote read, so a set/del/reset that lands between the read
+    // and the write still invalidates it (a value computed from old data never overwrites new data).
     const fill: Fill = { promise: Promise.resolve(), invalidated: false };
+    this.#fills.set(full, fill);
     const compute = async (): Promise<T> => {
       const value = await fn();
       if (!fill.invalidated && (await options.isCacheable(value))) {
@@ -236,13 +243,16 @@ export class Cache {
     };
     fill.promise = (async () => {
       try {
+        if (!synchronous) {
+          const hit = await this.#read(full);
+          if (hit !== undefined) return hit as T;
+        }
         if (this.#o.singleFlight !== 'cluster' || !this.#o.fillLock) return await compute();
         return await this.#clusterFill(full, compute);
       } finally {
         this.#fills.delete(full);
       }
     })();
-    this.#fills.set(full, fill);
     return fill.promise as Promise<T>;
   }
 
