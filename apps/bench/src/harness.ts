@@ -8,6 +8,7 @@ import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import process from 'node:process';
+import { fileURLToPath } from 'node:url';
 
 // ---------------------------------------------------------------------------------------------
 // Clock and stats
@@ -287,6 +288,18 @@ export type Loaded<T> =
 export function installedVersion(pkg: string): string | undefined {
   const require = createRequire(import.meta.url);
   const fs = require('node:fs') as typeof import('node:fs');
+  // An ESM-only package has no `require` entry to resolve: read its package.json from node_modules.
+  for (let dir = path.dirname(fileURLToPath(import.meta.url)); ; dir = path.dirname(dir)) {
+    const file = path.join(dir, 'node_modules', pkg, 'package.json');
+    if (fs.existsSync(file)) {
+      try {
+        return (JSON.parse(fs.readFileSync(file, 'utf8')) as { version?: string }).version;
+      } catch {
+        break;
+      }
+    }
+    if (path.dirname(dir) === dir) break;
+  }
   try {
     let dir = path.dirname(require.resolve(pkg));
     for (;;) {
@@ -358,9 +371,9 @@ export interface TargetCheck {
   peer: string;
   /** ours/peer of the compared metric (or the checked figure itself); null when it was not measured. */
   ratio: number | null;
-  /** The wanted value: a minimum for '>=' (the default), an exact value for '=='. */
+  /** The wanted value: a minimum for '>=' (the default), a maximum for '<=', an exact value for '=='. */
   target: number;
-  comparison?: '>=' | '==';
+  comparison?: '>=' | '<=' | '==';
   /** 'x' (the default) prints the figure as a ratio; '' as a plain number. */
   unit?: 'x' | '';
   met: boolean | null;
@@ -440,6 +453,27 @@ export function checkTarget(
   }
   const ratio = ours.value / peer.value;
   return { scenario, description, ours: ours.name, peer: peer.name, ratio, target, met: ratio >= target };
+}
+
+/**
+ * Builds a target check on one figure (not a ratio), e.g. "p99 wait <= 50 ms" or "least-served >= 0.5";
+ * a missing figure gives met: null with `reason`.
+ */
+export function checkFigure(
+  scenario: string,
+  description: string,
+  ours: string,
+  value: number | null | undefined,
+  target: number,
+  comparison: '>=' | '<=' | '==',
+  reason = 'not measured',
+): TargetCheck {
+  const base = { scenario, description, ours, peer: '-', target, comparison, unit: '' as const };
+  if (typeof value !== 'number' || !Number.isFinite(value))
+    return { ...base, ratio: null, met: null, reason };
+  const met =
+    comparison === '>=' ? value >= target : comparison === '<=' ? value <= target : value === target;
+  return { ...base, ratio: value, met };
 }
 
 // Formatting

@@ -8,11 +8,13 @@ import process from 'node:process';
 import { fileURLToPath } from 'node:url';
 import { formatReport, type SuiteReport, writeJson } from './harness.js';
 import { runMemorySuite } from './memory.js';
+import { runRedisSuite } from './redis.js';
 
 type Suite = (log: (line: string) => void) => Promise<SuiteReport>;
 
 const suites: Record<string, Suite> = {
   memory: runMemorySuite,
+  redis: runRedisSuite,
 };
 
 const log = (line: string) => process.stderr.write(`${line}\n`);
@@ -35,6 +37,12 @@ async function main(): Promise<number> {
 main().then(
   (code) => {
     process.exitCode = code;
+    // Every suite closes what it opened; should a peer library leave a socket or timer behind, the
+    // report is written already and the run must still end.
+    setTimeout(() => {
+      log('some handles were still open 5 s after the report; exiting');
+      process.exit(code);
+    }, 5_000).unref();
   },
   (error: unknown) => {
     // A crash of the harness itself is a bug worth a non-zero exit; peers failing never get here.

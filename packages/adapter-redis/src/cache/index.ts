@@ -1,0 +1,1 @@
+export { createRedisCacheStore, type RedisCacheStoreOptions } from './store.js';

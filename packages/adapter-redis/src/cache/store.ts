@@ -1,0 +1,249 @@
+import {
+  type CacheStore,
+  type CacheStoreCapabilities,
+  closedError,
+  DEFAULT_MAX_PAYLOAD_BYTES,
+  invalidArgument,
+} from '@cluster/core';
+import type { Cluster, Redis } from 'ioredis';
+import { type RedisClient, type RedisConnectionOptions, RedisConnections } from '../connection.js';
+import { escapeGlob } from '../keys.js';
+
+export interface RedisCacheStoreOptions extends RedisConnectionOptions {
+  /**
+   * Connections shared with other adapters (see `createRedisAdapters`). The store retains them and
+   * releases them on `close()`; the last user really closes them.
+   */
+  connections?: RedisConnections;
+  /**
+   * Declares that entries survive a restart. Redis keeps cache entries only as well as the server
+   * persists them (AOF / RDB settings, replicas), which the adapter cannot see: set this to `true`
+   * only when the server is configured for it. Default false.
+   */
+  durable?: boolean;
+  /** Keys per SCAN page and per UNLINK batch in `keys()` / `clear()`. Default 1,000. */
+  scanCount?: number;
+}
+
+/** A Redis Cluster client (ioredis' `Cluster`), told apart without `instanceof` (two ioredis copies). */
+function isCluster(client: RedisClient): client is Cluster {
+  return (client as { isCluster?: boolean }).isCluster === true;
+}
+
+/** PX wants a positive integer; core hands ms that may be fractional. */
+function px(ttl: number): number {
+  return Math.max(1, Math.ceil(ttl));
+}
+
+/**
+ * `<keyPrefix>:{...}` belongs to the hash-tagged keys of the queue and lock. A core key that starts
+ * with `{` (an app named so) is stored with that brace as `%7B`: core escapes `%` as `%25` inside
+ * names, so no core key starts with `%7B` and the mapping is reversible.
+ */
+function storedCacheKey(base: string, key: string): string {
+  return base + (key.charCodeAt(0) === 0x7b ? `%7B${key.slice(1)}` : key);
+}
+
+function coreCacheKey(base: string, stored: string): string {
+  const key = stored.slice(base.length);
+  return key.startsWith('%7B') ? `{${key.slice(3)}` : key;
+}
+
+/**
+ * A cache store on Redis. Core hands it full keys (`app:prefix:key`); they are stored as
+ * `<keyPrefix>:<full key>` with the encoded text as a plain string value and the ttl as PX.
+ * `keys()` and `clear()` SCAN with an escaped MATCH pattern (glob characters in any segment are
+ * literal) and check every result with `startsWith` again; `clear()` UNLINKs page by page. On a Redis
+ * Cluster every master is scanned and multi-key calls become per-key commands (keys of one cache
+ * spread over all slots).
+ */
+export function createRedisCacheStore(options: RedisCacheStoreOptions = {}): CacheStore {
+  const connections = (options.connections ?? new RedisConnections(options)).retain();
+  const base = `${connections.keyPrefix}:`;
+  const stored = (key: string) => storedCacheKey(base, key);
+  const scanCount = options.scanCount ?? 1_000;
+  if (!Number.isInteger(scanCount) || scanCount < 1)
+    throw invalidArgument('scanCount must be a positive integer');
+  let closed = false;
+  let closing: Promise<void> | undefined;
+
+  const capabilities: CacheStoreCapabilities = {
+    durable: options.durable ?? false,
+    shared: true,
+    ttlGranularityMs: 1,
+    maxPayloadBytes: DEFAULT_MAX_PAYLOAD_BYTES,
+  };
+
+  const client = (): RedisClient => {
+    if (closed) throw closedError('redis cache store');
+    return connections.command;
+  };
+  {
+    // ioredis' own keyPrefix is not applied to SCAN patterns nor stripped from results (ioredis #239).
+    const c = connections.command;
+    const prefixed = isCluster(c) ? c.options.redisOptions?.keyPrefix : (c as Redis).options.keyPrefix;
+    if (prefixed) {
+      void connections.close();
+      throw invalidArgument(
+        'the ioredis keyPrefix option is not supported; use the adapter keyPrefix option',
+      );
+    }
+  }
+
+  /** Runs one store call; any failure becomes a credential-free ClusterError. */
+  const run = async <T>(what: string, fn: (c: RedisClient) => Promise<T>): Promise<T> => {
+    const c = client();
+    try {
+      return await fn(c);
+    } catch (error) {
+      throw connections.error(error, `cache ${what}`);
+    }
+  };
+
+  /** Every stored key under `prefix` on one node, each page handed to `page` as it arrives. */
+  const scanNode = async (
+    node: Redis,
+    prefix: string,
+    page: (keys: string[]) => Promise<void> | void,
+  ): Promise<void> => {
+    const full = prefix === '' ? base : storedCacheKey(base, prefix);
+    const pattern = `${escapeGlob(full)}*`;
+    let cursor = '0';
+    do {
+      const [next, found] = await node.scan(cursor, 'MATCH', pattern, 'COUNT', scanCount);
+      cursor = next;
+      // Second guard: the pattern is escaped, but only a literal prefix match may leave this function.
+      const mine = found.filter((k) => k.startsWith(full) && coreCacheKey(base, k).startsWith(prefix));
+      if (mine.length > 0) await page(mine);
+    } while (cursor !== '0');
+  };
+
+  const scanAll = async (
+    c: RedisClient,
+    prefix: string,
+    page: (node: Redis, keys: string[]) => Promise<void> | void,
+  ): Promise<void> => {
+    const nodes = isCluster(c) ? c.nodes('master') : [c as Redis];
+    await Promise.all(nodes.map((node) => scanNode(node, prefix, (keys) => page(node, keys))));
+  };
+
+  const store: CacheStore = {
+    capabilities,
+
+    async connect() {
+      if (closed) throw closedError('redis cache store');
+      await connections.ready(client());
+    },
+
+    get(key) {
+      return run('get', async (c) => (await c.get(stored(key))) ?? undefined);
+    },
+
+    set(key, value, ttl) {
+      return run('set', async (c) => {
+        if (ttl === undefined) await c.set(stored(key), value);
+        else await c.set(stored(key), value, 'PX', px(ttl));
+      });
+    },
+
+    del(key) {
+      return run('del', async (c) => {
+        await c.unlink(stored(key));
+      });
+    },
+
+    mget(keys) {
+      return run('mget', async (c) => {
+        if (keys.length === 0) return [];
+        const full = keys.map((k) => stored(k));
+        const values = isCluster(c)
+          ? await Promise.all(full.map((k) => c.get(k)))
+          : await (c as Redis).mget(full);
+        return values.map((v) => v ?? undefined);
+      });
+    },
+
+    mset(entries, ttl) {
+      return run('mset', async (c) => {
+        if (entries.length === 0) return;
+        if (isCluster(c)) {
+          await Promise.all(
+            entries.map(([k, v]) =>
+              ttl === undefined ? c.set(stored(k), v) : c.set(stored(k), v, 'PX', px(ttl)),
+            ),
+          );
+          return;
+        }
+        const single = c as Redis;
+        if (ttl === undefined) {
+          await single.mset(entries.flatMap(([k, v]) => [stored(k), v]));
+          return;
+        }
+        // MULTI: every entry gets its value and its ttl, or none does.
+        const tx = single.multi();
+        for (const [k, v] of entries) tx.set(stored(k), v, 'PX', px(ttl));
+        const results = await tx.exec();
+        if (results === null) throw new Error('MSET transaction was aborted');
+        for (const [error] of results) if (error) throw error;
+      });
+    },
+
+    mdel(keys) {
+      return run('mdel', async (c) => {
+        if (keys.length === 0) return;
+        const full = keys.map((k) => stored(k));
+        if (isCluster(c)) await Promise.all(full.map((k) => c.unlink(k)));
+        else await (c as Redis).unlink(full);
+      });
+    },
+
+    keys(prefix) {
+      return run('keys', async (c) => {
+        const found = new Set<string>();
+        await scanAll(c, prefix, (_node, keys) => {
+          for (const k of keys) found.add(coreCacheKey(base, k));
+        });
+        return [...found];
+      });
+    },
+
+    clear(prefix) {
+      return run('clear', async (c) => {
+        const cluster = isCluster(c);
+        await scanAll(c, prefix, async (node, keys) => {
+          if (!cluster) {
+            await node.unlink(keys);
+            return;
+          }
+          // Keys of one page may sit in different slots of this node: one UNLINK each.
+          const pipeline = node.pipeline();
+          for (const k of keys) pipeline.unlink(k);
+          const results = await pipeline.exec();
+          for (const [error] of results ?? []) if (error) throw error;
+        });
+      });
+    },
+
+    ttl(key) {
+      return run('ttl', async (c) => {
+        const ms = await c.pttl(stored(key));
+        if (ms === -2) return undefined;
+        if (ms === -1) return Number.POSITIVE_INFINITY;
+        return ms;
+      });
+    },
+
+    close() {
+      closing ??= (async () => {
+        closed = true;
+        await connections.close();
+      })();
+      return closing;
+    },
+
+    async [Symbol.asyncDispose]() {
+      await store.close();
+    },
+  };
+  return store;
+}

@@ -1,0 +1,1 @@
+export { createRedisLock, type RedisLockOptions } from './redis-lock.js';

@@ -1,0 +1,1 @@
+export { createRedisQueue, type RedisQueueOptions } from './adapter.js';

@@ -1,0 +1,187 @@
+import { inspect } from 'node:util';
+import { CacheManager, ClusterError, PubSubManager } from '@cluster/core';
+import { FaultProxy, REDIS, recordingLogger, requireServer, serverUrl, uniqueName } from '@cluster/testkit';
+import { Redis } from 'ioredis';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { createRedisCacheStore } from '../src/cache/index.js';
+import { RedisConnections } from '../src/connection.js';
+import { createRedisPubSub } from '../src/pubsub/index.js';
+import {
+  type RedisServerHandle,
+  redisBinariesAvailable,
+  sparePort,
+  startRedisServer,
+} from './helpers/redis-server.js';
+
+const url = serverUrl(REDIS);
+const available = await requireServer(REDIS);
+const target = (() => {
+  const parsed = new URL(url);
+  return { host: parsed.hostname || '127.0.0.1', port: Number(parsed.port || 6379) };
+})();
+
+const SENTINEL = 's3ntinel-pw';
+/** A password with URL-special characters: it must not leak raw nor percent-encoded. */
+const SPECIAL = 'S3nt#l:p/w@x%';
+const FORMS = [SENTINEL, SPECIAL, encodeURIComponent(SPECIAL)];
+
+/** Every way a secret could escape through an error or an object. */
+function exposures(value: unknown): string[] {
+  const out = [inspect(value, { depth: 10, showHidden: true })];
+  try {
+    out.push(JSON.stringify(value) ?? '');
+  } catch {
+    // cycles: inspect covers it
+  }
+  if (value instanceof Error) {
+    out.push(value.message, value.stack ?? '', String(value));
+    let cause = (value as { cause?: unknown }).cause;
+    while (cause !== undefined) {
+      out.push(inspect(cause, { depth: 10 }), String(cause));
+      if (cause instanceof Error) out.push(cause.stack ?? '', cause.message);
+      cause = cause instanceof Error ? (cause as { cause?: unknown }).cause : undefined;
+    }
+  }
+  return out;
+}
+
+function expectClean(what: string, value: unknown): void {
+  for (const text of exposures(value)) {
+    for (const secret of FORMS)
+      expect(text.includes(secret), `${what} leaks the password: ${text}`).toBe(false);
+  }
+}
+
+async function failure(promise: Promise<unknown>): Promise<ClusterError> {
+  const error = await promise.then(
+    () => {
+      throw new Error('expected a failure');
+    },
+    (e: unknown) => e,
+  );
+  expect(ClusterError.is(error), String(error)).toBe(true);
+  return error as ClusterError;
+}
+
+describe.skipIf(!available || !redisBinariesAvailable)(
+  'credentials never appear in errors, logs or inspected objects',
+  () => {
+    let authServer: RedisServerHandle;
+    const closers: (() => Promise<void>)[] = [];
+
+    beforeAll(async () => {
+      authServer = await startRedisServer({ args: ['--requirepass', 'other'] });
+    });
+    afterAll(async () => {
+      await authServer.stop();
+    });
+    afterEach(async () => {
+      for (const close of closers.splice(0).reverse()) await close();
+    });
+
+    /** Exercises a cache store and a pub/sub adapter on `options`; checks every error and log record. */
+    async function exercise(options: Parameters<typeof createRedisCacheStore>[0]) {
+      const logger = recordingLogger();
+      const store = createRedisCacheStore({ ...options, logger, commandTimeout: 300 });
+      const pubSub = createRedisPubSub({ ...options, logger, commandTimeout: 300 });
+      closers.push(
+        () => store.close(),
+        () => pubSub.close(),
+      );
+      const manager = new CacheManager({
+        appName: uniqueName('app'),
+        stores: { redis: store },
+        defaultStore: 'redis',
+        logger,
+      });
+      const pubSubManager = new PubSubManager({ appName: uniqueName('app'), adapter: pubSub, logger });
+      closers.push(
+        () => manager.close(),
+        () => pubSubManager.close(),
+      );
+      const cache = manager.createCacheSync({ name: 'c' });
+
+      const errors = await Promise.all([
+        failure(store.connect()),
+        failure(pubSub.connect()),
+        failure(cache.get('k')),
+        failure(cache.set('k', 1)),
+        failure(cache.mset([['a', 1]], 1_000)),
+        failure(cache.keys()),
+        failure(pubSub.publish('ch', 'x')),
+        failure(pubSub.subscribe('ch', () => {})),
+      ]);
+      for (const error of errors) {
+        expect(['BACKEND_UNAVAILABLE', 'TIMEOUT']).toContain(error.code);
+        expectClean(`error ${error.message}`, error);
+      }
+      expectClean('the cache store', store);
+      expectClean('the pub/sub adapter', pubSub);
+      expectClean('the cache manager', manager);
+      expect(logger.records.length, 'connection errors are logged').toBeGreaterThan(0);
+      expectClean('the log records', logger.records);
+      return { errors, logger };
+    }
+
+    it('connection refused (password in the URL)', async () => {
+      const port = await sparePort();
+      await exercise({ url: `redis://default:${SENTINEL}@127.0.0.1:${port}`, keyPrefix: uniqueName('t') });
+    });
+
+    it('connection refused (password with special characters, percent-encoded in the URL)', async () => {
+      const port = await sparePort();
+      await exercise({
+        url: `redis://default:${encodeURIComponent(SPECIAL)}@127.0.0.1:${port}`,
+        keyPrefix: uniqueName('t'),
+      });
+    });
+
+    it('wrong password against a server that requires another one', async () => {
+      const { logger } = await exercise({
+        url: `redis://default:${SENTINEL}@127.0.0.1:${authServer.port}`,
+        keyPrefix: uniqueName('t'),
+      });
+      // The server's refusal itself reaches the logs (redacted), so the operator sees why.
+      expect(JSON.stringify(logger.records)).toMatch(/WRONGPASS|invalid|NOAUTH/i);
+    });
+
+    it('unknown ACL user, password in redisOptions', async () => {
+      await exercise({
+        url: `redis://127.0.0.1:${authServer.port}`,
+        redisOptions: { username: 'alice', password: SENTINEL },
+        keyPrefix: uniqueName('t'),
+      });
+    });
+
+    it('a given client with a password: the adapter redacts it too', async () => {
+      const client = new Redis({
+        port: authServer.port,
+        password: SPECIAL,
+        lazyConnect: true,
+        commandTimeout: 300,
+        maxRetriesPerRequest: 1,
+      });
+      client.on('error', () => {});
+      closers.push(async () => client.disconnect());
+      await exercise({ client, keyPrefix: uniqueName('t') });
+    });
+
+    it('proxy refusing and blackholing (timeouts): no password either', async () => {
+      const proxy = await FaultProxy.start({ target });
+      closers.push(() => proxy.stop());
+      proxy.refuse();
+      await exercise({ url: `redis://default:${SENTINEL}@${proxy.url}`, keyPrefix: uniqueName('t') });
+      proxy.blackhole();
+      await exercise({ url: `redis://default:${SENTINEL}@${proxy.url}`, keyPrefix: uniqueName('t') });
+    });
+
+    it('RedisConnections hides its options from inspect and JSON', async () => {
+      const connections = new RedisConnections({ url: `redis://default:${SENTINEL}@127.0.0.1:1` });
+      expectClean('RedisConnections', connections);
+      expect(
+        connections.error(new Error(`boom redis://default:${SENTINEL}@host`), 'x').message,
+      ).not.toContain(SENTINEL);
+      await connections.close();
+    });
+  },
+);

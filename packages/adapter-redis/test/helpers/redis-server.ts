@@ -1,0 +1,250 @@
+/**
+ * Starts a private redis-server (binary `redis-server` on PATH) on a spare loopback port with its own
+ * temporary directory, for tests that kill and restart the server. Never touches the shared server.
+ */
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { connect, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Redis } from 'ioredis';
+
+export interface RedisServerOptions {
+  /** AOF persistence with `appendfsync always`. Default false. */
+  appendonly?: boolean;
+  /** Extra command-line arguments, e.g. `['--requirepass', 'secret']`. */
+  args?: readonly string[];
+  /** How long to wait for the port to accept connections. Default 10,000 ms. */
+  startTimeout?: number;
+}
+
+export interface RedisServerHandle {
+  /** `redis://127.0.0.1:<port>` */
+  url: string;
+  port: number;
+  /** The temporary data directory (AOF files live here). */
+  dir: string;
+  /** SIGKILL, no shutdown save; resolves when the process has exited. */
+  kill(): Promise<void>;
+  /** Starts the server again on the same port with the same directory (after kill/stop or not). */
+  restart(): Promise<void>;
+  /** Graceful stop (SIGTERM), then removes the directory. */
+  stop(): Promise<void>;
+}
+
+/** True when `redis-server` (and `redis-cli`) can be run: tests that start their own servers skip otherwise. */
+export const redisBinariesAvailable: boolean = (() => {
+  const ok = (bin: string) => spawnSync(bin, ['--version'], { stdio: 'ignore' }).status === 0;
+  const found = ok('redis-server') && ok('redis-cli');
+  if (!found)
+    console.warn('skipping tests that start their own redis-server: redis-server / redis-cli not on PATH');
+  return found;
+})();
+
+/** A free TCP port on 127.0.0.1 (asks the OS for one, then releases it). */
+export function sparePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.unref();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+function portAccepts(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect({ host: '127.0.0.1', port });
+    const done = (ok: boolean) => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.once('connect', () => done(true));
+    socket.once('error', () => done(false));
+  });
+}
+
+function exited(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => child.once('exit', () => resolve()));
+}
+
+export async function startRedisServer(options: RedisServerOptions = {}): Promise<RedisServerHandle> {
+  const dir = await mkdtemp(join(tmpdir(), 'cluster-redis-'));
+  const port = await sparePort();
+  const startTimeout = options.startTimeout ?? 10_000;
+  const args = [
+    '--port',
+    String(port),
+    '--bind',
+    '127.0.0.1',
+    '--dir',
+    dir,
+    '--save',
+    '',
+    '--appendonly',
+    options.appendonly ? 'yes' : 'no',
+    '--appendfsync',
+    'always',
+    '--protected-mode',
+    'no',
+    ...(options.args ?? []),
+  ];
+  let child: ChildProcess | undefined;
+  let stderr = '';
+
+  const launch = async (): Promise<void> => {
+    stderr = '';
+    const proc = spawn('redis-server', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    child = proc;
+    proc.stderr?.on('data', (chunk: Buffer) => {
+      stderr = (stderr + chunk.toString()).slice(-4_000);
+    });
+    const failed = new Promise<never>((_, reject) => {
+      proc.once('error', reject);
+      proc.once('exit', (code, sig) =>
+        reject(new Error(`redis-server exited during start (code ${code}, signal ${sig}): ${stderr}`)),
+      );
+    });
+    failed.catch(() => {});
+    const deadline = Date.now() + startTimeout;
+    for (;;) {
+      const ok = await Promise.race([portAccepts(port), failed]);
+      if (ok) return;
+      if (Date.now() > deadline) {
+        proc.kill('SIGKILL');
+        throw new Error(`redis-server did not accept connections on port ${port} within ${startTimeout} ms`);
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  };
+
+  const signalAndWait = async (sig: NodeJS.Signals): Promise<void> => {
+    const proc = child;
+    child = undefined;
+    if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
+    const done = exited(proc);
+    proc.kill(sig);
+    await done;
+  };
+
+  await launch();
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    port,
+    dir,
+    kill: () => signalAndWait('SIGKILL'),
+    async restart() {
+      await signalAndWait('SIGKILL');
+      await launch();
+    },
+    async stop() {
+      await signalAndWait('SIGTERM');
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * Deletes every key under `<prefix>:` with a raw client (SCAN + UNLINK; never FLUSHDB, the server
+ * is shared). Glob characters in `prefix` are escaped.
+ */
+export async function deleteKeysUnder(client: Redis, prefix: string): Promise<void> {
+  const pattern = `${prefix.replace(/[*?[\]\\]/g, (c) => `\\${c}`)}:*`;
+  let cursor = '0';
+  do {
+    const [next, keys] = await client.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
+    cursor = next;
+    if (keys.length > 0) await client.unlink(keys);
+  } while (cursor !== '0');
+}
+
+export interface RedisClusterHandle {
+  /** The masters, each a private redis-server with cluster mode on. */
+  nodes: RedisServerHandle[];
+  /** Startup nodes for an ioredis `Cluster`. */
+  startupNodes: { host: string; port: number }[];
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts a Redis Cluster of `masters` private servers (no replicas), slots spread by
+ * `redis-cli --cluster create`, and waits until every node reports `cluster_state:ok`.
+ */
+export async function startRedisCluster(masters = 3): Promise<RedisClusterHandle> {
+  const nodes: RedisServerHandle[] = [];
+  try {
+    for (let i = 0; i < masters; i++) {
+      nodes.push(
+        await startRedisServer({
+          args: [
+            '--cluster-enabled',
+            'yes',
+            '--cluster-config-file',
+            'nodes.conf',
+            '--cluster-node-timeout',
+            '5000',
+          ],
+        }),
+      );
+    }
+    await new Promise<void>((resolve, reject) => {
+      const cli = spawn(
+        'redis-cli',
+        [
+          '--cluster',
+          'create',
+          ...nodes.map((n) => `127.0.0.1:${n.port}`),
+          '--cluster-replicas',
+          '0',
+          '--cluster-yes',
+        ],
+        { stdio: ['ignore', 'ignore', 'pipe'] },
+      );
+      let stderr = '';
+      cli.stderr?.on('data', (chunk: Buffer) => {
+        stderr += chunk.toString();
+      });
+      cli.once('error', reject);
+      cli.once('exit', (code) =>
+        code === 0 ? resolve() : reject(new Error(`redis-cli --cluster create failed (${code}): ${stderr}`)),
+      );
+    });
+    const deadline = Date.now() + 20_000;
+    for (const node of nodes) {
+      for (;;) {
+        const info = await clusterInfo(node.port);
+        if (info.includes('cluster_state:ok')) break;
+        if (Date.now() > deadline) throw new Error(`cluster node ${node.port} not ok: ${info}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+  } catch (error) {
+    await Promise.all(nodes.map((n) => n.stop()));
+    throw error;
+  }
+  return {
+    nodes,
+    startupNodes: nodes.map((n) => ({ host: '127.0.0.1', port: n.port })),
+    stop: async () => {
+      await Promise.all(nodes.map((n) => n.stop()));
+    },
+  };
+}
+
+function clusterInfo(port: number): Promise<string> {
+  return new Promise((resolve) => {
+    const cli = spawn('redis-cli', ['-p', String(port), 'cluster', 'info'], {
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
+    let out = '';
+    cli.stdout?.on('data', (chunk: Buffer) => {
+      out += chunk.toString();
+    });
+    cli.once('error', () => resolve(''));
+    cli.once('exit', () => resolve(out));
+  });
+}
