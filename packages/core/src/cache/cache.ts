@@ -283,6 +283,7 @@ export class Cache {
   }
 
   #invalidate(full: string): void {
+    if (this.#fills.size === 0) return;
     const fill = this.#fills.get(full);
     if (fill) fill.invalidated = true;
   }

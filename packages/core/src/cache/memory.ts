@@ -41,7 +41,9 @@ class LruTable {
   }
 
   set(key: string, entry: Entry): void {
-    if (this.entries.delete(key)) {
+    // Overwriting keeps the Map slot (no delete + insert churn) and counts as a use.
+    if (this.entries.has(key)) {
+      entry.used = true;
       this.entries.set(key, entry);
       return;
     }

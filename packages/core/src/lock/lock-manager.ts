@@ -219,7 +219,9 @@ class Lease {
     // A lease taken a while ago (tryAcquire, then runExclusive on the handle) may be close to its end.
     this.#renewAt = Date.now() + Math.max(1, Math.min(this.#ttl / 3, (this.#expiresAt - Date.now()) / 2));
     this.#schedule();
-    let outcome: { ok: true; value: T } | { ok: false; error: unknown };
+    let ok = true;
+    let value: T | undefined;
+    let failure: unknown;
     try {
       const lease = this;
       const context: LockContext = {
@@ -228,9 +230,10 @@ class Lease {
           return lease.signal;
         },
       };
-      outcome = { ok: true, value: await fn(context) };
+      value = await fn(context);
     } catch (error) {
-      outcome = { ok: false, error };
+      ok = false;
+      failure = error;
     }
     this.#renewing = false;
     this.#running = false;
@@ -250,11 +253,11 @@ class Lease {
 
     if (this.#state === 'lost' || this.#controller?.signal.aborted) {
       const lost = this.signal.reason as LockLostError;
-      if (outcome.ok || outcome.error === lost) throw lost;
-      throw new LockLostError(lost.message, { cause: outcome.error, details: lost.details ?? {} });
+      if (ok || failure === lost) throw lost;
+      throw new LockLostError(lost.message, { cause: failure, details: lost.details ?? {} });
     }
-    if (!outcome.ok) throw outcome.error;
-    return outcome.value;
+    if (!ok) throw failure;
+    return value as T;
   }
 
   /**

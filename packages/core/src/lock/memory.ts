@@ -28,7 +28,8 @@ interface Waiter {
 interface KeyState {
   holder: Holder | undefined;
   /** Insertion-ordered, so the first entry is the longest waiter (FIFO) and removal is O(1). */
-  readonly waiters: Set<Waiter>;
+  /** Created on first wait: most acquisitions never wait, and a Set per acquisition shows in GC. */
+  waiters: Set<Waiter> | undefined;
 }
 
 /** The slice every memory lock adapter on one hub shares. */
@@ -92,7 +93,7 @@ class MemoryLockAdapter implements LockAdapter {
       const detach = () => {
         clearTimeout(timer);
         signal?.removeEventListener('abort', onAbort);
-        state.waiters.delete(waiter);
+        state.waiters?.delete(waiter);
         this.#waiters.delete(waiter);
       };
       const waiter: Waiter = {
@@ -117,6 +118,7 @@ class MemoryLockAdapter implements LockAdapter {
       }, waitTimeout);
       timer.unref?.();
       signal?.addEventListener('abort', onAbort, { once: true });
+      state.waiters ??= new Set();
       state.waiters.add(waiter);
       this.#waiters.add(waiter);
       // Someone now waits for this lease to end: make sure its end wakes them.
@@ -187,7 +189,7 @@ class MemoryLockAdapter implements LockAdapter {
   #keyState(key: string): KeyState {
     let state = this.#state.keys.get(key);
     if (state === undefined) {
-      state = { holder: undefined, waiters: new Set() };
+      state = { holder: undefined, waiters: undefined };
       this.#state.keys.set(key, state);
     }
     return state;
@@ -207,7 +209,7 @@ class MemoryLockAdapter implements LockAdapter {
     state.holder = holder;
     this.#holds.add(holder);
     // No timer yet: with nobody waiting, an overdue lease is ended when the key is next touched.
-    if (state.waiters.size > 0) this.#armExpiry(holder);
+    if (state.waiters !== undefined && state.waiters.size > 0) this.#armExpiry(holder);
     return { token, expiresAt: holder.expiresAt - REPORT_EARLY_MS };
   }
 
@@ -236,7 +238,11 @@ class MemoryLockAdapter implements LockAdapter {
     const state = this.#state.keys.get(holder.key);
     if (state === undefined || state.holder !== holder) return;
     state.holder = undefined;
-    const next = state.waiters.values().next();
+    const next = state.waiters?.values().next();
+    if (next === undefined) {
+      this.#prune(holder.key, state);
+      return;
+    }
     if (next.done) {
       this.#prune(holder.key, state);
       return;
@@ -248,7 +254,11 @@ class MemoryLockAdapter implements LockAdapter {
   }
 
   #prune(key: string, state: KeyState): void {
-    if (state.holder === undefined && state.waiters.size === 0 && this.#state.keys.get(key) === state) {
+    if (
+      state.holder === undefined &&
+      (state.waiters === undefined || state.waiters.size === 0) &&
+      this.#state.keys.get(key) === state
+    ) {
       this.#state.keys.delete(key);
     }
   }

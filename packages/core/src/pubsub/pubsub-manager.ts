@@ -64,6 +64,7 @@ export class PubSubManager {
   readonly #logger: Logger;
   readonly #channels = new Map<string, Map<PubSubHandler, Subscriber>>();
   readonly #reconnectListeners = new Set<() => void>();
+  readonly #wireNames = new Map<string, string>();
   #state: 'idle' | 'starting' | 'started' | 'closed' = 'idle';
   #starting: Promise<void> | undefined;
   #closing: Promise<void> | undefined;
@@ -203,8 +204,15 @@ export class PubSubManager {
     if (this.#state === 'closed') throw closedError('pub/sub manager');
   }
 
+  /** Wire names are cached (bounded) because publish computes one per message. */
   #wire(channel: string): string {
-    return namespaced(this.appName, channel);
+    let wire = this.#wireNames.get(channel);
+    if (wire === undefined) {
+      if (this.#wireNames.size >= 1_000) this.#wireNames.clear();
+      wire = namespaced(this.appName, channel);
+      this.#wireNames.set(channel, wire);
+    }
+    return wire;
   }
 
   async #attach(channel: string): Promise<void> {
