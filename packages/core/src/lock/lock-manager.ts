@@ -88,10 +88,55 @@ const DEFAULT_WAIT_TIMEOUT = 30_000;
 
 type LeaseState = 'held' | 'released' | 'lost';
 
+/**
+ * One timer for all of a manager's leases instead of one per lease: acquisitions only add and
+ * remove a Set entry; the timer is armed for the earliest due lease and, when it fires, runs the
+ * leases that are due and re-arms for the next. (A timer per acquisition was a large share of the
+ * cost of a short critical section.)
+ */
+class LeaseClock {
+  readonly #leases = new Set<Lease>();
+  #timer: NodeJS.Timeout | undefined;
+  #armedAt = Number.POSITIVE_INFINITY;
+
+  watch(lease: Lease): void {
+    this.#leases.add(lease);
+    if (lease.dueAt < this.#armedAt) this.#arm(lease.dueAt);
+  }
+
+  /** The armed timer is left alone: it fires once, finds nothing due, and stops (it is unref'd). */
+  unwatch(lease: Lease): void {
+    this.#leases.delete(lease);
+  }
+
+  #arm(at: number): void {
+    clearTimeout(this.#timer);
+    this.#armedAt = at;
+    this.#timer = setTimeout(() => this.#fire(), Math.min(Math.max(0, at - Date.now()), MAX_DURATION_MS));
+    this.#timer.unref?.();
+  }
+
+  #fire(): void {
+    this.#timer = undefined;
+    this.#armedAt = Number.POSITIVE_INFINITY;
+    const now = Date.now();
+    for (const lease of [...this.#leases]) {
+      if (lease.dueAt <= now) {
+        this.#leases.delete(lease);
+        lease.tick(); // may watch again (renewal) or end the lease
+      }
+    }
+    let next = Number.POSITIVE_INFINITY;
+    for (const lease of this.#leases) if (lease.dueAt < next) next = lease.dueAt;
+    if (next < this.#armedAt && next !== Number.POSITIVE_INFINITY) this.#arm(next);
+  }
+}
+
 interface LeaseHost {
   readonly adapter: LockAdapter;
   readonly adapterName: string;
   readonly logger: Logger;
+  readonly clock: LeaseClock;
   /** Called once when the lease stops being held, however that happens. */
   ended(lease: Lease): void;
 }
@@ -105,8 +150,8 @@ class Lease {
   #state: LeaseState = 'held';
   #ttl: number;
   #expiresAt: number;
-  /** One timer per lease: the next renewal while renewing, else the loss check at expiresAt. */
-  #timer: NodeJS.Timeout | undefined;
+  /** When the clock must next look at this lease: the next renewal while renewing, else expiresAt. */
+  dueAt = Number.POSITIVE_INFINITY;
   #renewing = false;
   #renewAt = 0;
   #inFlight = false;
@@ -286,8 +331,7 @@ class Lease {
   #end(state: LeaseState): void {
     this.#state = state;
     this.#renewing = false;
-    clearTimeout(this.#timer);
-    this.#timer = undefined;
+    this.#host.clock.unwatch(this);
     this.#host.ended(this);
   }
 
@@ -325,17 +369,13 @@ class Lease {
    */
   #schedule(): void {
     if (this.#state !== 'held') return;
-    const now = Date.now();
     const renew = this.#renewing && !this.#inFlight;
-    const at = renew ? Math.min(this.#renewAt, this.#expiresAt) : this.#expiresAt;
-    const delay = Math.min(Math.max(0, at - now), MAX_DURATION_MS);
-    clearTimeout(this.#timer);
-    this.#timer = setTimeout(() => this.#tick(), delay);
-    this.#timer.unref?.();
+    this.dueAt = renew ? Math.min(this.#renewAt, this.#expiresAt) : this.#expiresAt;
+    this.#host.clock.watch(this);
   }
 
-  #tick(): void {
-    this.#timer = undefined;
+  /** Called by the clock when this lease is due. */
+  tick(): void {
     if (this.#state !== 'held') return;
     const now = Date.now();
     if (now >= this.#expiresAt) {
@@ -439,6 +479,7 @@ export class LockManager implements AsyncDisposable {
   readonly #defaultTtl: number;
   readonly #defaultWaitTimeout: number;
   readonly #held = new Set<Lease>();
+  readonly #clock = new LeaseClock();
   /** Per-call controllers of waits that also listen to a caller's signal; close() aborts them too. */
   readonly #waits = new Set<AbortController>();
   /** Owners are this manager's id plus a counter: unique, and cheaper than a UUID per acquisition. */
@@ -554,7 +595,13 @@ export class LockManager implements AsyncDisposable {
       adapter,
       connecting: undefined,
       connected: false,
-      host: { adapter, adapterName: name, logger: this.#logger, ended: (lease) => this.#held.delete(lease) },
+      host: {
+        adapter,
+        adapterName: name,
+        logger: this.#logger,
+        clock: this.#clock,
+        ended: (lease) => this.#held.delete(lease),
+      },
     };
     this.#adapters.set(name, entry);
     return entry;
