@@ -10,3 +10,4 @@ export {
 } from './event-queue.js';
 export { createMemoryQueue, type MemoryQueueOptions } from './memory.js';
 export type * from './types.js';
+export * from './validate.js';

@@ -13,6 +13,7 @@ import type {
   QueuePublishResult,
   QueueStats,
 } from './types.js';
+import { assertDeadLetterIds, assertQueuePublishRequest } from './validate.js';
 
 export interface MemoryQueueOptions {
   /** Adapters created on one hub share their channels, as nodes sharing one broker. Default: a private hub. */
@@ -273,25 +274,6 @@ function startDelivery(channel: ChannelState, consumer: ConsumerState, task: Mem
   }
 }
 
-function assertRequest(task: QueuePublishRequest): void {
-  if (typeof task !== 'object' || task === null) throw invalidArgument('task must be an object');
-  assertName(task.id, 'id');
-  if (typeof task.payload !== 'string') throw invalidArgument('payload must be an encoded string');
-  if (!Number.isInteger(task.maxRetries) || task.maxRetries < 0) {
-    throw invalidArgument('maxRetries must be a non-negative integer');
-  }
-  assertPositiveMs(task.timeout, 'timeout');
-  assertPositiveMs(task.delay, 'delay', true);
-  if (typeof task.dedupe !== 'boolean') throw invalidArgument('dedupe must be a boolean');
-}
-
-function assertIds(ids: readonly string[] | undefined): void {
-  if (ids === undefined) return;
-  if (!Array.isArray(ids) || ids.some((id) => typeof id !== 'string')) {
-    throw invalidArgument('ids must be an array of strings');
-  }
-}
-
 class MemoryQueueAdapter implements QueueAdapter {
   readonly capabilities: QueueCapabilities;
   readonly #state: QueueHubState;
@@ -356,7 +338,7 @@ class MemoryQueueAdapter implements QueueAdapter {
   async publish(channelName: string, task: QueuePublishRequest): Promise<QueuePublishResult> {
     this.#assertOpen();
     assertName(channelName, 'channel');
-    assertRequest(task);
+    assertQueuePublishRequest(task);
     const max = this.capabilities.maxPayloadBytes;
     if (task.payload.length * 3 > max && Buffer.byteLength(task.payload) > max) {
       throw new ClusterError(
@@ -460,7 +442,7 @@ class MemoryQueueAdapter implements QueueAdapter {
   async replayDeadLetters(channelName: string, ids?: readonly string[]): Promise<number> {
     this.#assertOpen();
     assertName(channelName, 'channel');
-    assertIds(ids);
+    assertDeadLetterIds(ids);
     const channel = this.#state.channels.get(channelName);
     if (channel === undefined) return 0;
     let replayed = 0;
@@ -480,7 +462,7 @@ class MemoryQueueAdapter implements QueueAdapter {
   async purgeDeadLetters(channelName: string, ids?: readonly string[]): Promise<number> {
     this.#assertOpen();
     assertName(channelName, 'channel');
-    assertIds(ids);
+    assertDeadLetterIds(ids);
     const deadLetters = this.#state.channels.get(channelName)?.deadLetters;
     if (deadLetters === undefined) return 0;
     if (ids === undefined) {
