@@ -570,3 +570,33 @@ export async function writeJson(file: string, report: SuiteReport): Promise<stri
   await writeFile(file, `${JSON.stringify(report, replacer, 2)}\n`);
   return file;
 }
+
+// Rows and columns of a throughput table, shared by every suite.
+export function ratioColumn(): Column {
+  return { key: 'oursOverThis', label: 'ours/this', format: fmt.ratio };
+}
+
+export function throughputRows(results: ThroughputResult[], oursName: string | undefined): ReportRow[] {
+  const ours = results.find((r) => r.name === oursName);
+  return results.map((r) => ({
+    impl: r.name,
+    available: true,
+    metrics: {
+      opsPerSec: r.opsPerSec,
+      p50Us: r.latency.p50Us,
+      p99Us: r.latency.p99Us,
+      meanUs: r.latency.meanUs,
+      samples: r.latency.samples,
+      totalOps: r.totalOps,
+      oursOverThis: ours ? ours.opsPerSec / r.opsPerSec : null,
+    },
+  }));
+}
+
+export const throughputColumns: Column[] = [
+  { key: 'opsPerSec', label: 'ops/s', format: fmt.ops },
+  { key: 'p50Us', label: 'p50 µs', format: fmt.us },
+  { key: 'p99Us', label: 'p99 µs', format: fmt.us },
+  { key: 'totalOps', label: 'ops', format: fmt.int },
+  ratioColumn(),
+];

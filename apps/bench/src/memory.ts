@@ -5,7 +5,6 @@
  */
 import type { Cluster } from '@cluster/core';
 import {
-  type Column,
   type ContendedResult,
   checkTarget,
   compareContended,
@@ -22,7 +21,8 @@ import {
   type SuiteReport,
   sinceMs,
   type TargetCheck,
-  type ThroughputResult,
+  throughputColumns,
+  throughputRows,
 } from './harness.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -212,31 +212,6 @@ function unavailableRow(loaded: Loaded<unknown>, suffix: string): ReportRow {
     metrics: {},
   };
 }
-
-function throughputRows(results: ThroughputResult[], oursName: string): ReportRow[] {
-  const ours = results.find((r) => r.name === oursName);
-  return results.map((r) => ({
-    impl: r.name,
-    available: true,
-    metrics: {
-      opsPerSec: r.opsPerSec,
-      p50Us: r.latency.p50Us,
-      p99Us: r.latency.p99Us,
-      meanUs: r.latency.meanUs,
-      samples: r.latency.samples,
-      totalOps: r.totalOps,
-      oursOverThis: ours ? ours.opsPerSec / r.opsPerSec : null,
-    },
-  }));
-}
-
-const throughputColumns: Column[] = [
-  { key: 'opsPerSec', label: 'ops/s', format: fmt.ops },
-  { key: 'p50Us', label: 'p50 µs', format: fmt.us },
-  { key: 'p99Us', label: 'p99 µs', format: fmt.us },
-  { key: 'totalOps', label: 'ops', format: fmt.int },
-  { key: 'oursOverThis', label: 'ours/this', format: fmt.ratio },
-];
 
 // ---------------------------------------------------------------------------------------------
 // 1. cache set + get

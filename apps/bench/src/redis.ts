@@ -9,7 +9,6 @@ import process from 'node:process';
 import type { Cluster } from '@cluster/core';
 import type { Redis } from 'ioredis';
 import {
-  type Column,
   type ContendedResult,
   checkFigure,
   checkTarget,
@@ -24,11 +23,13 @@ import {
   peerInfo,
   Recorder,
   type ReportRow,
+  ratioColumn,
   type Scenario,
   type SuiteReport,
   sinceMs,
   type TargetCheck,
-  type ThroughputResult,
+  throughputColumns,
+  throughputRows,
 } from './harness.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -153,35 +154,6 @@ function missing(s: Scenario | undefined, impl: string | undefined): string | un
   const failed = s.rows.find((r) => r.status === 'failed');
   return failed ? `scenario failed: ${failed.reason}` : undefined;
 }
-
-function ratioColumn(): Column {
-  return { key: 'oursOverThis', label: 'ours/this', format: fmt.ratio };
-}
-
-function throughputRows(results: ThroughputResult[], oursName: string | undefined): ReportRow[] {
-  const ours = results.find((r) => r.name === oursName);
-  return results.map((r) => ({
-    impl: r.name,
-    available: true,
-    metrics: {
-      opsPerSec: r.opsPerSec,
-      p50Us: r.latency.p50Us,
-      p99Us: r.latency.p99Us,
-      meanUs: r.latency.meanUs,
-      samples: r.latency.samples,
-      totalOps: r.totalOps,
-      oursOverThis: ours ? ours.opsPerSec / r.opsPerSec : null,
-    },
-  }));
-}
-
-const throughputColumns: Column[] = [
-  { key: 'opsPerSec', label: 'ops/s', format: fmt.ops },
-  { key: 'p50Us', label: 'p50 µs', format: fmt.us },
-  { key: 'p99Us', label: 'p99 µs', format: fmt.us },
-  { key: 'totalOps', label: 'ops', format: fmt.int },
-  ratioColumn(),
-];
 
 function contendedRows(results: ContendedResult[], oursName: string | undefined): ReportRow[] {
   const ours = results.find((r) => r.name === oursName);

@@ -285,14 +285,7 @@ class RedisQueueAdapter implements QueueAdapter {
   async publish(channel: string, task: QueuePublishRequest): Promise<QueuePublishResult> {
     this.#assertOpen();
     assertName(channel, 'channel');
-    assertQueuePublishRequest(task);
-    const max = this.capabilities.maxPayloadBytes;
-    if (task.payload.length * 3 > max && Buffer.byteLength(task.payload) > max) {
-      throw new ClusterError(
-        'PAYLOAD_TOO_LARGE',
-        `payload is ${Buffer.byteLength(task.payload)} bytes, the limit is ${max}`,
-      );
-    }
+    assertQueuePublishRequest(task, this.capabilities.maxPayloadBytes);
     const mode = task.dedupe ? (this.#dedupeWindow === undefined ? 'p' : 'w') : 'n';
     const ttl = mode === 'w' ? (this.#dedupeWindow ?? 0) : mode === 'n' ? RESEND_GUARD_MS : 0;
     const reply = (await this.#run(

@@ -338,14 +338,7 @@ class MemoryQueueAdapter implements QueueAdapter {
   async publish(channelName: string, task: QueuePublishRequest): Promise<QueuePublishResult> {
     this.#assertOpen();
     assertName(channelName, 'channel');
-    assertQueuePublishRequest(task);
-    const max = this.capabilities.maxPayloadBytes;
-    if (task.payload.length * 3 > max && Buffer.byteLength(task.payload) > max) {
-      throw new ClusterError(
-        'PAYLOAD_TOO_LARGE',
-        `payload is ${Buffer.byteLength(task.payload)} bytes, the limit is ${max}`,
-      );
-    }
+    assertQueuePublishRequest(task, this.capabilities.maxPayloadBytes);
     const channel = this.#channel(channelName);
     const now = Date.now();
     if (task.dedupe) {

@@ -1,4 +1,4 @@
-import { invalidArgument } from '../errors.js';
+import { ClusterError, invalidArgument } from '../errors.js';
 import { assertName, assertPositiveMs } from '../internal/names.js';
 import type { QueuePublishRequest } from './types.js';
 
@@ -6,7 +6,7 @@ import type { QueuePublishRequest } from './types.js';
  * Checks a publish request at the adapter boundary. Adapters call it so that a request the manager
  * never makes (a third-party caller, a bug) fails the same typed way on every backend.
  */
-export function assertQueuePublishRequest(task: QueuePublishRequest): void {
+export function assertQueuePublishRequest(task: QueuePublishRequest, maxPayloadBytes: number): void {
   if (typeof task !== 'object' || task === null) throw invalidArgument('task must be an object');
   assertName(task.id, 'id');
   if (typeof task.payload !== 'string') throw invalidArgument('payload must be an encoded string');
@@ -16,6 +16,13 @@ export function assertQueuePublishRequest(task: QueuePublishRequest): void {
   assertPositiveMs(task.timeout, 'timeout');
   assertPositiveMs(task.delay, 'delay', true);
   if (typeof task.dedupe !== 'boolean') throw invalidArgument('dedupe must be a boolean');
+  // A UTF-8 byte is at most 3 per UTF-16 unit, so short payloads skip the exact count.
+  if (task.payload.length * 3 > maxPayloadBytes && Buffer.byteLength(task.payload) > maxPayloadBytes) {
+    throw new ClusterError(
+      'PAYLOAD_TOO_LARGE',
+      `payload is ${Buffer.byteLength(task.payload)} bytes, the limit is ${maxPayloadBytes}`,
+    );
+  }
 }
 
 /** Dead-letter ids for replay / purge: undefined (all) or an array of strings. */
