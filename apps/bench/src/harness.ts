@@ -600,3 +600,22 @@ export const throughputColumns: Column[] = [
   { key: 'totalOps', label: 'ops', format: fmt.int },
   ratioColumn(),
 ];
+
+export function contendedRows(results: ContendedResult[], oursName: string | undefined): ReportRow[] {
+  const ours = results.find((r) => r.name === oursName);
+  return results.map((r) => ({
+    impl: r.name,
+    available: true,
+    metrics: {
+      opsPerSec: r.opsPerSec,
+      waitP50Us: r.wait.p50Us,
+      waitP99Us: r.wait.p99Us,
+      waitMaxUs: r.wait.maxUs,
+      leastServedShare: r.leastServedShare,
+      minPerCaller: Math.min(...r.perCaller),
+      maxPerCaller: Math.max(...r.perCaller),
+      totalOps: r.totalOps,
+      oursOverThis: ours ? ours.opsPerSec / r.opsPerSec : null,
+    },
+  }));
+}

@@ -5,10 +5,10 @@
  */
 import type { Cluster } from '@cluster/core';
 import {
-  type ContendedResult,
   checkTarget,
   compareContended,
   compareThroughput,
+  contendedRows,
   fmt,
   type Loaded,
   loadPeer,
@@ -275,25 +275,6 @@ async function lockSequential(impls: LockImpl[], skipped: ReportRow[]): Promise<
   };
 }
 
-function contendedRows(results: ContendedResult[]): ReportRow[] {
-  const ours = results.find((r) => r.name === OURS);
-  return results.map((r) => ({
-    impl: r.name,
-    available: true,
-    metrics: {
-      opsPerSec: r.opsPerSec,
-      waitP50Us: r.wait.p50Us,
-      waitP99Us: r.wait.p99Us,
-      waitMaxUs: r.wait.maxUs,
-      leastServedShare: r.leastServedShare,
-      minPerCaller: Math.min(...r.perCaller),
-      maxPerCaller: Math.max(...r.perCaller),
-      totalOps: r.totalOps,
-      oursOverThis: ours ? ours.opsPerSec / r.opsPerSec : null,
-    },
-  }));
-}
-
 async function lockContended(impls: LockImpl[], skipped: ReportRow[]): Promise<Scenario> {
   const cases = impls.map((impl) => ({
     name: impl.name,
@@ -314,7 +295,7 @@ async function lockContended(impls: LockImpl[], skipped: ReportRow[]): Promise<S
       { key: 'totalOps', label: 'ops', format: fmt.int },
       { key: 'oursOverThis', label: 'ours/this', format: fmt.ratio },
     ],
-    rows: [...contendedRows(results), ...skipped],
+    rows: [...contendedRows(results, OURS), ...skipped],
     notes: [
       `${CONTENDED.rounds} rounds of ${CONTENDED.opsPerRound.toLocaleString('en-US')} ops shared by the callers, after ${CONTENDED.warmupOps.toLocaleString('en-US')} warm-up ops; wait = call to entering fn`,
       'least-served = min ops of one caller / mean ops per caller (1.00 = perfectly fair, 0 = starvation)',

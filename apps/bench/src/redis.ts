@@ -9,11 +9,11 @@ import process from 'node:process';
 import type { Cluster } from '@cluster/core';
 import type { Redis } from 'ioredis';
 import {
-  type ContendedResult,
   checkFigure,
   checkTarget,
   compareContended,
   compareThroughput,
+  contendedRows,
   fmt,
   type Loaded,
   loadPeer,
@@ -153,25 +153,6 @@ function missing(s: Scenario | undefined, impl: string | undefined): string | un
   if (row && !row.available) return `${row.impl}: ${row.reason ?? 'unavailable'}`;
   const failed = s.rows.find((r) => r.status === 'failed');
   return failed ? `scenario failed: ${failed.reason}` : undefined;
-}
-
-function contendedRows(results: ContendedResult[], oursName: string | undefined): ReportRow[] {
-  const ours = results.find((r) => r.name === oursName);
-  return results.map((r) => ({
-    impl: r.name,
-    available: true,
-    metrics: {
-      opsPerSec: r.opsPerSec,
-      waitP50Us: r.wait.p50Us,
-      waitP99Us: r.wait.p99Us,
-      waitMaxUs: r.wait.maxUs,
-      leastServedShare: r.leastServedShare,
-      minPerCaller: Math.min(...r.perCaller),
-      maxPerCaller: Math.max(...r.perCaller),
-      totalOps: r.totalOps,
-      oursOverThis: ours ? ours.opsPerSec / r.opsPerSec : null,
-    },
-  }));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,41 +1,26 @@
 import { CacheManager } from '@cluster/core';
 import { describeCacheStoreConformance, uniqueName } from '@cluster/testkit';
-import { Cluster } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createRedisCacheStore } from '../src/cache/index.js';
-import {
-  type RedisClusterHandle,
-  redisBinariesAvailable,
-  startRedisCluster,
-} from './helpers/redis-server.js';
+import { redisBinariesAvailable, usePrivateRedisCluster } from './helpers/redis-server.js';
 
 // A private 3-master Redis Cluster (own redis-server processes on spare ports): the cache store's
 // cluster paths (per-key multi-key calls, SCAN of every master) against the real thing.
-let cluster: RedisClusterHandle;
-let client: Cluster;
-beforeAll(async () => {
-  if (!redisBinariesAvailable) return;
-  cluster = await startRedisCluster(3);
-  client = new Cluster(cluster.startupNodes, { redisOptions: { commandTimeout: 2_000 } });
-  client.on('error', () => {});
-}, 60_000);
-afterAll(async () => {
-  client?.disconnect();
-  await cluster?.stop();
-});
+const privateCluster = usePrivateRedisCluster();
+const client = () => privateCluster.current()!.client;
 
 describe.skipIf(!redisBinariesAvailable)('redis cache store on a Redis Cluster', () => {
   describeCacheStoreConformance({
     name: 'redis cluster',
     backend: () => {
       const keyPrefix = uniqueName('t');
-      return { create: () => createRedisCacheStore({ client, keyPrefix }) };
+      return { create: () => createRedisCacheStore({ client: client(), keyPrefix }) };
     },
   });
 
   it('spreads one cache over several masters, and keys() / reset() reach all of them', async () => {
     const keyPrefix = uniqueName('t');
-    const store = createRedisCacheStore({ client, keyPrefix });
+    const store = createRedisCacheStore({ client: client(), keyPrefix });
     const manager = new CacheManager({ appName: 'shop', stores: { redis: store }, defaultStore: 'redis' });
     await manager.start();
     const cache = await manager.createCache({ name: 'c' });
@@ -45,7 +30,7 @@ describe.skipIf(!redisBinariesAvailable)('redis cache store on a Redis Cluster',
       60_000,
     );
     const perNode = await Promise.all(
-      client
+      client()
         .nodes('master')
         .map(async (node) => (await node.scan('0', 'MATCH', `${keyPrefix}:*`, 'COUNT', 1000))[1].length),
     );
@@ -58,6 +43,6 @@ describe.skipIf(!redisBinariesAvailable)('redis cache store on a Redis Cluster',
     expect(await cache.keys()).toEqual([]);
     await manager.close();
     // The given Cluster client is not closed by the store.
-    expect(client.status).toBe('ready');
+    expect(client().status).toBe('ready');
   });
 });

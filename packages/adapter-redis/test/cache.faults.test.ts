@@ -3,14 +3,11 @@ import { FaultProxy, REDIS, requireServer, serverUrl, uniqueName, waitFor } from
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createRedisCacheStore } from '../src/cache/index.js';
-import { deleteKeysUnder } from './helpers/redis-server.js';
+import { deleteKeysUnder, proxyTarget } from './helpers/redis-server.js';
 
 const url = serverUrl(REDIS);
 const available = await requireServer(REDIS);
-const target = (() => {
-  const parsed = new URL(url);
-  return { host: parsed.hostname || '127.0.0.1', port: Number(parsed.port || 6379) };
-})();
+const target = proxyTarget(url);
 const raw = new Redis(url, { lazyConnect: true });
 afterAll(() => raw.disconnect());
 

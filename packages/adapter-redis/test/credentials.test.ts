@@ -7,6 +7,7 @@ import { createRedisCacheStore } from '../src/cache/index.js';
 import { RedisConnections } from '../src/connection.js';
 import { createRedisPubSub } from '../src/pubsub/index.js';
 import {
+  proxyTarget,
   type RedisServerHandle,
   redisBinariesAvailable,
   sparePort,
@@ -15,10 +16,7 @@ import {
 
 const url = serverUrl(REDIS);
 const available = await requireServer(REDIS);
-const target = (() => {
-  const parsed = new URL(url);
-  return { host: parsed.hostname || '127.0.0.1', port: Number(parsed.port || 6379) };
-})();
+const target = proxyTarget(url);
 
 const SENTINEL = 's3ntinel-pw';
 /** A password with URL-special characters: it must not leak raw nor percent-encoded. */

@@ -12,11 +12,10 @@ import { createRedisLock } from '../src/lock/index.js';
 import { lockKeys } from '../src/lock/scripts.js';
 import { deleteKeysUnder, directClient, REDIS_URL } from './helpers/lock-redis.js';
 
+import { proxyTarget } from './helpers/redis-server.js';
+
 const available = await requireServer(REDIS);
-const target = (() => {
-  const parsed = new URL(REDIS_URL);
-  return { host: parsed.hostname || '127.0.0.1', port: Number(parsed.port || 6379) };
-})();
+const target = proxyTarget(REDIS_URL);
 
 const COMMAND_TIMEOUT = 500;
 /** Bound on "settles": the command timeout plus scheduling slack on a loaded 2-core box. */

@@ -3,14 +3,16 @@ import { FaultProxy, inbox, REDIS, requireServer, serverUrl, uniqueName, waitFor
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { createRedisPubSub } from '../src/pubsub/index.js';
-import { type RedisServerHandle, redisBinariesAvailable, startRedisServer } from './helpers/redis-server.js';
+import {
+  proxyTarget,
+  type RedisServerHandle,
+  redisBinariesAvailable,
+  startRedisServer,
+} from './helpers/redis-server.js';
 
 const url = serverUrl(REDIS);
 const available = await requireServer(REDIS);
-const target = (() => {
-  const parsed = new URL(url);
-  return { host: parsed.hostname || '127.0.0.1', port: Number(parsed.port || 6379) };
-})();
+const target = proxyTarget(url);
 const raw = new Redis(url, { lazyConnect: true });
 afterAll(() => raw.disconnect());
 

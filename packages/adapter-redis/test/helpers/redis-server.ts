@@ -7,7 +7,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Redis } from 'ioredis';
+import { Cluster, type Redis } from 'ioredis';
+import { afterAll, beforeAll } from 'vitest';
 
 export interface RedisServerOptions {
   /** AOF persistence with `appendfsync always`. Default false. */
@@ -247,4 +248,32 @@ function clusterInfo(port: number): Promise<string> {
     cli.once('error', () => resolve(''));
     cli.once('exit', () => resolve(out));
   });
+}
+
+/** Host and port of a Redis URL, as the FaultProxy's target. */
+export function proxyTarget(url: string): { host: string; port: number } {
+  const parsed = new URL(url);
+  return { host: parsed.hostname || '127.0.0.1', port: Number(parsed.port || 6379) };
+}
+
+/**
+ * Starts a private 3-master Redis Cluster for the file (beforeAll) with a Cluster client on it, and
+ * stops both afterwards. `current()` is undefined when the redis binaries are missing.
+ */
+export function usePrivateRedisCluster(): {
+  current(): { cluster: RedisClusterHandle; client: Cluster } | undefined;
+} {
+  let state: { cluster: RedisClusterHandle; client: Cluster } | undefined;
+  beforeAll(async () => {
+    if (!redisBinariesAvailable) return;
+    const cluster = await startRedisCluster(3);
+    const client = new Cluster(cluster.startupNodes, { redisOptions: { commandTimeout: 2_000 } });
+    client.on('error', () => {});
+    state = { cluster, client };
+  }, 60_000);
+  afterAll(async () => {
+    state?.client.disconnect();
+    await state?.cluster.stop();
+  });
+  return { current: () => state };
 }
