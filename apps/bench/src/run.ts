@@ -8,6 +8,8 @@ import process from 'node:process';
 import { fileURLToPath } from 'node:url';
 import { formatReport, type SuiteReport, writeJson } from './harness.js';
 import { runMemorySuite } from './memory.js';
+import { runNatsSuite } from './nats.js';
+import { runRabbitmqSuite } from './rabbitmq.js';
 import { runRedisSuite } from './redis.js';
 
 type Suite = (log: (line: string) => void) => Promise<SuiteReport>;
@@ -15,6 +17,8 @@ type Suite = (log: (line: string) => void) => Promise<SuiteReport>;
 const suites: Record<string, Suite> = {
   memory: runMemorySuite,
   redis: runRedisSuite,
+  rabbitmq: runRabbitmqSuite,
+  nats: runNatsSuite,
 };
 
 const log = (line: string) => process.stderr.write(`${line}\n`);
