@@ -8,6 +8,7 @@ import {
   type PubSubListener,
 } from '@cluster/core';
 import type { Cluster, Redis } from 'ioredis';
+import { CommandBatcher } from '../command-batch.js';
 import { type RedisClient, type RedisConnectionOptions, RedisConnections } from '../connection.js';
 
 export interface RedisPubSubOptions extends RedisConnectionOptions {
@@ -68,6 +69,7 @@ class RedisPubSub implements PubSubAdapter {
   readonly #reconnectListeners = new Set<() => void>();
   #subscriber: RedisClient | undefined;
   #publishNode: Redis | undefined;
+  readonly #batcher: CommandBatcher;
   #wasReady = false;
   #healthTimer: NodeJS.Timeout | undefined;
   #pinging = false;
@@ -82,6 +84,8 @@ class RedisPubSub implements PubSubAdapter {
     this.#prefix = `${this.#connections.keyPrefix}:`;
     this.#commandTimeout = options.commandTimeout;
     this.#healthCheckInterval = interval;
+    // Publishes of one turn go out in one write, in order, on the one publishing connection.
+    this.#batcher = new CommandBatcher(() => this.#publisher(), (options.commandTimeout ?? 2_000) + 1_000);
   }
 
   async connect(): Promise<void> {
@@ -121,9 +125,13 @@ class RedisPubSub implements PubSubAdapter {
 
   async publish(channel: string, payload: string): Promise<void> {
     this.#open();
-    const command = this.#publisher();
     try {
-      await command.publish(wireChannel(this.#prefix, channel), payload);
+      await this.#batcher.call(
+        '',
+        'PUBLISH',
+        [wireChannel(this.#prefix, channel), payload],
+        'pub/sub publish',
+      );
     } catch (error) {
       throw this.#connections.error(error, 'pub/sub publish');
     }

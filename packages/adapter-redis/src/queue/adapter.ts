@@ -18,7 +18,9 @@ import {
   type QueuePublishResult,
   type QueueStats,
 } from '@cluster/core';
+import { CommandBatcher } from '../command-batch.js';
 import { type RedisClient, type RedisConnectionOptions, RedisConnections } from '../connection.js';
+import { hashTag } from '../keys.js';
 import { BLOCK_GRACE_MS, type QueueContext, StreamConsumer } from './consumer.js';
 import {
   channelKeys,
@@ -148,6 +150,7 @@ class RedisQueueAdapter implements QueueAdapter {
   readonly #stopped = new Set<StreamConsumer>();
   readonly #idleBlocking: RedisClient[] = [];
   readonly #ctx: QueueContext;
+  readonly #batcher: CommandBatcher;
   #connected = false;
   #closed = false;
   #closing: Promise<void> | undefined;
@@ -189,6 +192,7 @@ class RedisQueueAdapter implements QueueAdapter {
       visibilityTimeoutMs: visibilityTimeout,
       maxPayloadBytes: DEFAULT_MAX_PAYLOAD_BYTES,
     });
+    this.#batcher = new CommandBatcher(() => this.#connections.command, this.#operationTimeout);
     this.#ctx = {
       connections: this.#connections,
       keyPrefix: this.#connections.keyPrefix,
@@ -216,17 +220,8 @@ class RedisQueueAdapter implements QueueAdapter {
 
   async #run(script: QueueScript, keys: string[], args: (string | number)[], what: string): Promise<unknown> {
     try {
-      const client = this.#connections.command;
-      const call = async (): Promise<unknown> => {
-        try {
-          return await client.call('EVALSHA', script.sha, keys.length, ...keys, ...args);
-        } catch (error) {
-          // First use on this server (or after a restart / SCRIPT FLUSH): EVAL loads it.
-          if (!(error instanceof Error) || !error.message.startsWith('NOSCRIPT')) throw error;
-          return await client.call('EVAL', script.source, keys.length, ...keys, ...args);
-        }
-      };
-      return await withDeadline(call(), this.#operationTimeout, what);
+      // Every key of one call shares the channel's hash tag: batches per tag stay in one Cluster slot.
+      return await this.#batcher.evalScript(hashTag(keys[0] ?? ''), script, keys, args, what);
     } catch (error) {
       throw this.#connections.error(error, what);
     }

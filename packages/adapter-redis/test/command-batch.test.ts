@@ -1,0 +1,108 @@
+import { createHash } from 'node:crypto';
+import { ClusterError } from '@cluster/core';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CommandBatcher } from '../src/command-batch.js';
+import { type RedisServerHandle, redisBinariesAvailable, startRedisServer } from './helpers/redis-server.js';
+
+// A private server: the test flushes its script cache, which must never happen on the shared one.
+let server: RedisServerHandle;
+let client: Redis;
+
+const source = 'return {KEYS[1], ARGV[1]}';
+const ECHO = { source, sha: createHash('sha1').update(source).digest('hex') };
+
+/** Counts the pipelines the batcher opens on the client. */
+function countPipelines(redis: Redis): { count: number } {
+  const seen = { count: 0 };
+  const pipeline = redis.pipeline.bind(redis);
+  redis.pipeline = ((...args: Parameters<Redis['pipeline']>) => {
+    seen.count += 1;
+    return pipeline(...args);
+  }) as Redis['pipeline'];
+  return seen;
+}
+
+describe.skipIf(!redisBinariesAvailable)('command batches', () => {
+  beforeAll(async () => {
+    server = await startRedisServer();
+    client = new Redis(server.url, { commandTimeout: 2_000 });
+  });
+  afterAll(async () => {
+    client?.disconnect();
+    await server?.stop();
+  });
+
+  it('sends the calls of one turn as one pipeline per hash tag, each caller getting its own reply', async () => {
+    const batcher = new CommandBatcher(() => client, 3_000);
+    const seen = countPipelines(client);
+    await client.script('FLUSH');
+    // First use after a flush: every call meets NOSCRIPT in the pipeline and is loaded with EVAL.
+    const calls = Array.from({ length: 300 }, (_, i) =>
+      batcher.evalScript(`tag${i % 3}`, ECHO, [`p:{tag${i % 3}}:q:stream`], [`v${i}`], 'echo'),
+    );
+    const replies = await Promise.all(calls);
+    expect(replies).toEqual(replies.map((_, i) => [`p:{tag${i % 3}}:q:stream`, `v${i}`]));
+    expect(seen.count).toBe(3);
+    // Loaded now: the next turn's batch is answered by EVALSHA alone.
+    const again = await Promise.all(
+      Array.from({ length: 10 }, (_, i) =>
+        batcher.evalScript('tag0', ECHO, ['p:{tag0}:q:stream'], [`w${i}`], 'echo'),
+      ),
+    );
+    expect(again.map((r) => (r as string[])[1])).toEqual(Array.from({ length: 10 }, (_, i) => `w${i}`));
+    expect(seen.count).toBe(4);
+  });
+
+  it('sends a call alone in its turn without a pipeline', async () => {
+    const batcher = new CommandBatcher(() => client, 3_000);
+    const seen = countPipelines(client);
+    expect(await batcher.evalScript('solo', ECHO, ['p:{solo}:q:stream'], ['x'], 'echo')).toEqual([
+      'p:{solo}:q:stream',
+      'x',
+    ]);
+    expect(await batcher.evalScript('solo', ECHO, ['p:{solo}:q:stream'], ['y'], 'echo')).toEqual([
+      'p:{solo}:q:stream',
+      'y',
+    ]);
+    expect(seen.count).toBe(0);
+  });
+
+  it('rejects every call of a batch with TIMEOUT when the server does not answer in time', async () => {
+    const stalled = new Redis(server.url);
+    const batcher = new CommandBatcher(() => stalled, 300);
+    await stalled.script('LOAD', source);
+    // CLIENT PAUSE holds every reply of this server for a while: the batch's deadline fires first.
+    await client.client('PAUSE', 1_500, 'ALL');
+    const outcomes = await Promise.allSettled(
+      Array.from({ length: 5 }, (_, i) =>
+        batcher.evalScript('slow', ECHO, ['p:{slow}:q:stream'], [`s${i}`], 'slow echo'),
+      ),
+    );
+    for (const outcome of outcomes) {
+      expect(outcome.status).toBe('rejected');
+      const error = (outcome as PromiseRejectedResult).reason;
+      expect(ClusterError.is(error, 'TIMEOUT')).toBe(true);
+      expect((error as Error).message).toContain('slow echo');
+    }
+    stalled.disconnect();
+  });
+
+  it('rejects the calls when no client can be had, without sending anything', async () => {
+    const closed = new ClusterError('CLOSED', 'redis connections are closed');
+    const batcher = new CommandBatcher(() => {
+      throw closed;
+    }, 1_000);
+    await expect(batcher.evalScript('x', ECHO, ['p:{x}:q:stream'], ['a'], 'echo')).rejects.toBe(closed);
+  });
+
+  it('keeps plain commands of one turn in order in one pipeline', async () => {
+    const batcher = new CommandBatcher(() => client, 3_000);
+    const seen = countPipelines(client);
+    const key = 'p:{order}:list';
+    await Promise.all(Array.from({ length: 50 }, (_, i) => batcher.call('order', 'RPUSH', [key, i], 'push')));
+    expect(seen.count).toBe(1);
+    expect(await client.lrange(key, 0, -1)).toEqual(Array.from({ length: 50 }, (_, i) => String(i)));
+    await client.del(key);
+  });
+});
