@@ -32,7 +32,8 @@ async function main(): Promise<void> {
     return;
   }
   await checkServers(config);
-  const running = config.mode === 'embedded' ? await runEmbedded(config, logger) : await runDistributed(config);
+  const running =
+    config.mode === 'embedded' ? await runEmbedded(config, logger) : await runDistributed(config);
   let stopping = false;
   const shutdown = () => {
     if (stopping) return;
