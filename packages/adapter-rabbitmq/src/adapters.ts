@@ -31,9 +31,9 @@ export interface RabbitAdapters extends AsyncDisposable {
  */
 export function createRabbitAdapters(options: RabbitAdaptersOptions = {}): RabbitAdapters {
   const { pubSub, queue, ...connectionOptions } = options;
+  // Each part retains the connection; it closes with the last part (app.stop() closes the parts it
+  // was given, so nothing keeps the process alive afterwards), as the Redis and NATS bundles do.
   const connection = new RabbitConnection(connectionOptions);
-  // Held by this object until close(), so parts created and closed one by one never close it early.
-  connection.retain();
   const made: { close(): Promise<void> }[] = [];
   let pubSubPart: RabbitPubSubAdapter | undefined;
   let queuePart: RabbitQueueAdapter | undefined;
@@ -41,7 +41,8 @@ export function createRabbitAdapters(options: RabbitAdaptersOptions = {}): Rabbi
   const close = (): Promise<void> => {
     closing ??= (async () => {
       await Promise.all(made.map((part) => part.close()));
-      await connection.close();
+      // No part was ever created: the connection was never retained nor opened; mark it closed.
+      if (made.length === 0) await connection.close();
     })();
     return closing;
   };
