@@ -1,6 +1,6 @@
 import { defineConfig } from 'vitest/config';
 
-// Suites share one real Redis server: run files one after another, each test under its own prefix.
+// Suites share one real nats-server: run files one after another, each test under its own subject prefix.
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],

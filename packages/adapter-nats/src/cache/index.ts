@@ -1,0 +1,1 @@
+export { createNatsCacheStore, type NatsCacheStoreOptions } from './store.js';

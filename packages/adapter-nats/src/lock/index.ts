@@ -1,0 +1,1 @@
+export { createNatsLock, type NatsLockOptions } from './kv-lock.js';

@@ -1,0 +1,1 @@
+export { createNatsPubSub, type NatsPubSubOptions } from './adapter.js';

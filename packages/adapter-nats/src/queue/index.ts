@@ -1,0 +1,1 @@
+export { createNatsQueue, type NatsQueueOptions } from './adapter.js';
