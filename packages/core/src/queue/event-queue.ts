@@ -128,11 +128,25 @@ async function settleWithin(promise: Promise<unknown>, ms: number): Promise<void
 
 interface Run {
   readonly delivery: QueueDelivery;
-  readonly controller: AbortController;
+  /** Created when the handler first reads its signal, or when the run is aborted (a signal costs µs). */
+  controller: AbortController | undefined;
   /** Set once the outcome is decided (success, failure, timeout, or abandoned at shutdown). */
   decided: boolean;
-  timeoutTimer: NodeJS.Timeout | undefined;
-  touchTimer: NodeJS.Timeout | undefined;
+  /** Date.now() ms at which the attempt times out. */
+  deadline: number;
+  timeout: number;
+  /** Date.now() ms of the next claim touch; Infinity once the claim is known lost. */
+  touchAt: number;
+}
+
+function signalOf(run: Run): AbortSignal {
+  run.controller ??= new AbortController();
+  return run.controller.signal;
+}
+
+function abortRun(run: Run, reason: unknown): void {
+  run.controller ??= new AbortController();
+  run.controller.abort(reason);
 }
 
 interface Drain {
@@ -161,6 +175,12 @@ class ChannelConsumer {
   #idleFailing = false;
   #consumeFailing = false;
   #drain: Drain | undefined;
+  /**
+   * One timer per consumer for every running task's timeout and claim touch (instead of a timeout
+   * and an interval per task), armed for the earliest one that is due.
+   */
+  #clock: NodeJS.Timeout | undefined;
+  #clockAt = Number.POSITIVE_INFINITY;
 
   constructor(
     internals: QueueInternals,
@@ -285,10 +305,11 @@ class ChannelConsumer {
   #run(delivery: QueueDelivery): void {
     const run: Run = {
       delivery,
-      controller: new AbortController(),
+      controller: undefined,
       decided: false,
-      timeoutTimer: undefined,
-      touchTimer: undefined,
+      deadline: Number.POSITIVE_INFINITY,
+      timeout: 0,
+      touchAt: Number.POSITIVE_INFINITY,
     };
     this.#runs.add(run);
     const fields = { channel: this.channel, id: delivery.id, attempt: delivery.attempt };
@@ -332,18 +353,15 @@ class ChannelConsumer {
       typeof delivery.timeout === 'number' && delivery.timeout > 0 && delivery.timeout <= MAX_TIMER_MS
         ? delivery.timeout
         : this.#internals.defaultTimeout;
-    run.timeoutTimer = setTimeout(() => {
-      const error = new ClusterError('TASK_TIMEOUT', `task timed out after ${timeout} ms`, {
-        details: { channel: this.channel, id: delivery.id, attempt: delivery.attempt },
-      });
-      run.controller.abort(error);
-      this.#fail(run, error);
-    }, timeout);
-    run.timeoutTimer.unref();
-    run.touchTimer = setInterval(() => this.#touch(run), this.#internals.touchInterval);
-    run.touchTimer.unref();
+    const now = Date.now();
+    run.timeout = timeout;
+    run.deadline = now + timeout;
+    run.touchAt = now + this.#internals.touchInterval;
+    this.#arm(Math.min(run.deadline, run.touchAt), now);
     const context: EventQueueTaskContext = {
-      signal: run.controller.signal,
+      get signal() {
+        return signalOf(run);
+      },
       id: delivery.id,
       attempt: delivery.attempt,
       retried: delivery.attempt - 1,
@@ -363,9 +381,42 @@ class ChannelConsumer {
   #decide(run: Run): boolean {
     if (run.decided) return false;
     run.decided = true;
-    clearTimeout(run.timeoutTimer);
-    clearInterval(run.touchTimer);
     return true;
+  }
+
+  /** Arms the clock for `at` unless it already fires earlier. */
+  #arm(at: number, now = Date.now()): void {
+    if (at >= this.#clockAt) return;
+    clearTimeout(this.#clock);
+    this.#clockAt = at;
+    this.#clock = setTimeout(() => this.#tick(), Math.min(Math.max(0, at - now), MAX_TIMER_MS));
+    this.#clock.unref();
+  }
+
+  /** Times out the runs past their deadline, touches the claims that are due, and re-arms. */
+  #tick(): void {
+    this.#clock = undefined;
+    this.#clockAt = Number.POSITIVE_INFINITY;
+    const now = Date.now();
+    let next = Number.POSITIVE_INFINITY;
+    for (const run of [...this.#runs]) {
+      if (run.decided) continue;
+      if (run.deadline <= now) {
+        const { delivery } = run;
+        const error = new ClusterError('TASK_TIMEOUT', `task timed out after ${run.timeout} ms`, {
+          details: { channel: this.channel, id: delivery.id, attempt: delivery.attempt },
+        });
+        abortRun(run, error);
+        this.#fail(run, error);
+        continue;
+      }
+      if (run.touchAt <= now) {
+        run.touchAt = now + this.#internals.touchInterval;
+        this.#touch(run);
+      }
+      next = Math.min(next, run.deadline, run.touchAt);
+    }
+    if (next !== Number.POSITIVE_INFINITY) this.#arm(next, now);
   }
 
   #succeed(run: Run): void {
@@ -404,12 +455,12 @@ class ChannelConsumer {
     touched.then(
       (held) => {
         if (held || run.decided) return;
-        clearInterval(run.touchTimer);
+        run.touchAt = Number.POSITIVE_INFINITY;
         this.#logger.warn(
           { channel: this.channel, id: run.delivery.id, attempt: run.delivery.attempt },
           'task claim lost while running (it is redelivered elsewhere); aborting its signal',
         );
-        run.controller.abort(new ClusterError('ABORTED', 'the task was reclaimed by the queue'));
+        abortRun(run, new ClusterError('ABORTED', 'the task was reclaimed by the queue'));
       },
       (error: unknown) => {
         this.#logger.warn(
@@ -490,8 +541,11 @@ class ChannelConsumer {
         { channel: this.channel, id: run.delivery.id, attempt: run.delivery.attempt },
         'task still running at shutdown; aborted and left for redelivery',
       );
-      run.controller.abort(closedError('event queue'));
+      abortRun(run, closedError('event queue'));
     }
+    clearTimeout(this.#clock);
+    this.#clock = undefined;
+    this.#clockAt = Number.POSITIVE_INFINITY;
     this.#state = 'stopped';
     const consumer = this.#consumer;
     this.#consumer = undefined;
