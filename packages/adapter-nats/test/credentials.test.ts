@@ -7,7 +7,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { inspect } from 'node:util';
 import { ClusterError } from '@cluster/core';
-import { recordingLogger, uniqueName, waitFor } from '@cluster/testkit';
+import {
+  expectNoSecrets,
+  PASSWORD_FORMS,
+  recordingLogger,
+  SENTINEL_PASSWORD,
+  SPECIAL_PASSWORD,
+  uniqueName,
+  waitFor,
+} from '@cluster/testkit';
 import { nkeys } from '@nats-io/nats-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -22,37 +30,11 @@ import {
 } from '../src/index.js';
 import { type NatsServerHandle, natsServerAvailable, startNatsServer } from './helpers/nats-server.js';
 
-const SECRET = 's3ntinel-pw';
-/** A password with URL-special characters: it must not leak raw nor percent-encoded. */
-const SPECIAL = 'S3nt#l:p/w@x%';
+const SECRET = SENTINEL_PASSWORD;
+const SPECIAL = SPECIAL_PASSWORD;
 const TOKEN = 't0ken-s3cret';
-const FORMS = [SECRET, SPECIAL, encodeURIComponent(SPECIAL), TOKEN];
-
-/** Every way a secret could escape through an error or an object. */
-function exposures(value: unknown): string[] {
-  const out = [inspect(value, { depth: 10, showHidden: true })];
-  try {
-    out.push(JSON.stringify(value) ?? '');
-  } catch {
-    // cycles: inspect covers it
-  }
-  if (value instanceof Error) {
-    out.push(value.message, value.stack ?? '', String(value));
-    let cause = (value as { cause?: unknown }).cause;
-    while (cause !== undefined) {
-      out.push(inspect(cause, { depth: 10 }), String(cause));
-      if (cause instanceof Error) out.push(cause.stack ?? '', cause.message);
-      cause = cause instanceof Error ? (cause as { cause?: unknown }).cause : undefined;
-    }
-  }
-  return out;
-}
-
-function expectClean(what: string, value: unknown): void {
-  for (const text of exposures(value)) {
-    for (const secret of FORMS) expect(text.includes(secret), `${what} leaks a secret: ${text}`).toBe(false);
-  }
-}
+const FORMS = [...PASSWORD_FORMS, TOKEN];
+const expectClean = (what: string, value: unknown) => expectNoSecrets(what, value, FORMS);
 
 describe.skipIf(!natsServerAvailable)('nats credentials stay out of errors, logs and inspect output', () => {
   let userServer: NatsServerHandle;
@@ -96,8 +78,7 @@ describe.skipIf(!natsServerAvailable)('nats credentials stay out of errors, logs
         (e: unknown) => e,
       );
       expect(ClusterError.is(error, 'BACKEND_UNAVAILABLE'), String(error)).toBe(true);
-      for (const text of exposures(error))
-        for (const secret of [seed, otherSeed]) expect(text.includes(secret)).toBe(false);
+      expectNoSecrets('the nkey error', error, [seed, otherSeed]);
       await bad.close();
     } finally {
       await server.stop();

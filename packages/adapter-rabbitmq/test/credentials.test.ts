@@ -3,9 +3,18 @@
  * password against the real broker, a proxy that refuses or blackholes, URL and object forms.
  */
 import { createServer } from 'node:net';
-import { inspect } from 'node:util';
 import { ClusterError, type PubSubAdapter, type QueueAdapter } from '@cluster/core';
-import { FaultProxy, RABBITMQ, recordingLogger, requireServer, uniqueName } from '@cluster/testkit';
+import {
+  clusterErrorOf,
+  expectNoSecrets,
+  FaultProxy,
+  RABBITMQ,
+  recordingLogger,
+  requireServer,
+  SENTINEL_PASSWORD,
+  SPECIAL_PASSWORD,
+  uniqueName,
+} from '@cluster/testkit';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   createRabbitAdapters,
@@ -19,47 +28,10 @@ import { AMQP_URL } from './helpers/rabbit.js';
 
 const available = await requireServer(RABBITMQ);
 
-const SENTINEL = 's3ntinel-pw';
-/** A password with URL-special characters: it must not leak raw nor percent-encoded. */
-const SPECIAL = 'S3nt#l:p/w@x%';
-const FORMS = [SENTINEL, SPECIAL, encodeURIComponent(SPECIAL)];
-
-function exposures(value: unknown): string[] {
-  const out = [inspect(value, { depth: 10, showHidden: true })];
-  try {
-    out.push(JSON.stringify(value) ?? '');
-  } catch {
-    // cycles: inspect covers it
-  }
-  if (value instanceof Error) {
-    out.push(value.message, value.stack ?? '', String(value));
-    let cause = (value as { cause?: unknown }).cause;
-    while (cause !== undefined) {
-      out.push(inspect(cause, { depth: 10 }), String(cause));
-      if (cause instanceof Error) out.push(cause.stack ?? '', cause.message);
-      cause = cause instanceof Error ? (cause as { cause?: unknown }).cause : undefined;
-    }
-  }
-  return out;
-}
-
-function expectClean(what: string, value: unknown): void {
-  for (const text of exposures(value)) {
-    for (const secret of FORMS)
-      expect(text.includes(secret), `${what} leaks the password: ${text}`).toBe(false);
-  }
-}
-
-async function failure(promise: Promise<unknown>): Promise<ClusterError> {
-  const error = await promise.then(
-    () => {
-      throw new Error('expected a failure');
-    },
-    (e: unknown) => e,
-  );
-  expect(ClusterError.is(error), String(error)).toBe(true);
-  return error as ClusterError;
-}
+const SENTINEL = SENTINEL_PASSWORD;
+const SPECIAL = SPECIAL_PASSWORD;
+const expectClean = (what: string, value: unknown) => expectNoSecrets(what, value);
+const failure = clusterErrorOf;
 
 /** A port nothing listens on. */
 async function sparePort(): Promise<number> {

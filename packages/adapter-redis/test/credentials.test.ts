@@ -1,6 +1,16 @@
-import { inspect } from 'node:util';
-import { CacheManager, ClusterError, PubSubManager } from '@cluster/core';
-import { FaultProxy, REDIS, recordingLogger, requireServer, serverUrl, uniqueName } from '@cluster/testkit';
+import { CacheManager, PubSubManager } from '@cluster/core';
+import {
+  clusterErrorOf,
+  expectNoSecrets,
+  FaultProxy,
+  REDIS,
+  recordingLogger,
+  requireServer,
+  SENTINEL_PASSWORD,
+  SPECIAL_PASSWORD,
+  serverUrl,
+  uniqueName,
+} from '@cluster/testkit';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createRedisCacheStore } from '../src/cache/index.js';
@@ -18,48 +28,10 @@ const url = serverUrl(REDIS);
 const available = await requireServer(REDIS);
 const target = proxyTarget(url);
 
-const SENTINEL = 's3ntinel-pw';
-/** A password with URL-special characters: it must not leak raw nor percent-encoded. */
-const SPECIAL = 'S3nt#l:p/w@x%';
-const FORMS = [SENTINEL, SPECIAL, encodeURIComponent(SPECIAL)];
-
-/** Every way a secret could escape through an error or an object. */
-function exposures(value: unknown): string[] {
-  const out = [inspect(value, { depth: 10, showHidden: true })];
-  try {
-    out.push(JSON.stringify(value) ?? '');
-  } catch {
-    // cycles: inspect covers it
-  }
-  if (value instanceof Error) {
-    out.push(value.message, value.stack ?? '', String(value));
-    let cause = (value as { cause?: unknown }).cause;
-    while (cause !== undefined) {
-      out.push(inspect(cause, { depth: 10 }), String(cause));
-      if (cause instanceof Error) out.push(cause.stack ?? '', cause.message);
-      cause = cause instanceof Error ? (cause as { cause?: unknown }).cause : undefined;
-    }
-  }
-  return out;
-}
-
-function expectClean(what: string, value: unknown): void {
-  for (const text of exposures(value)) {
-    for (const secret of FORMS)
-      expect(text.includes(secret), `${what} leaks the password: ${text}`).toBe(false);
-  }
-}
-
-async function failure(promise: Promise<unknown>): Promise<ClusterError> {
-  const error = await promise.then(
-    () => {
-      throw new Error('expected a failure');
-    },
-    (e: unknown) => e,
-  );
-  expect(ClusterError.is(error), String(error)).toBe(true);
-  return error as ClusterError;
-}
+const SENTINEL = SENTINEL_PASSWORD;
+const SPECIAL = SPECIAL_PASSWORD;
+const expectClean = (what: string, value: unknown) => expectNoSecrets(what, value);
+const failure = clusterErrorOf;
 
 describe.skipIf(!available || !redisBinariesAvailable)(
   'credentials never appear in errors, logs or inspected objects',
