@@ -1,4 +1,10 @@
-import type { CacheStore, LockAdapter, PubSubAdapter, QueueAdapter } from '@cluster/core';
+import {
+  type CacheStore,
+  createAdapterBundle,
+  type LockAdapter,
+  type PubSubAdapter,
+  type QueueAdapter,
+} from '@cluster/core';
 import { createNatsCacheStore, type NatsCacheStoreOptions } from './cache/index.js';
 import { type NatsConnectionOptions, NatsConnections } from './connection.js';
 import { createNatsLock, type NatsLockOptions } from './lock/index.js';
@@ -48,51 +54,16 @@ export function createNatsAdapters(options: NatsAdaptersOptions = {}): NatsAdapt
   const { cache, pubSub, queue, lock, ...connection } = options;
   const connections = new NatsConnections(connection);
   const shared = { ...connection, connections };
-  const made: { close(): Promise<void> }[] = [];
-  const once = <T extends { close(): Promise<void> }>(make: () => T): (() => T) => {
-    let part: T | undefined;
-    return () => {
-      if (part === undefined) {
-        part = make();
-        made.push(part);
-      }
-      return part;
-    };
-  };
-  const parts = {
-    cacheStore: once(() => createNatsCacheStore({ ...cache, ...shared })),
-    pubSub: once(() => createNatsPubSub({ ...pubSub, ...shared })),
-    queue: once(() => createNatsQueue({ ...queue, ...shared })),
-    lock: once(() => createNatsLock({ ...lock, ...shared })),
-  };
-  let closing: Promise<void> | undefined;
-  const close = (): Promise<void> => {
-    closing ??= (async () => {
-      await Promise.all(made.map((part) => part.close()));
-      await connections.close();
-    })();
-    return closing;
-  };
-
-  return {
-    get cacheStore() {
-      return parts.cacheStore();
+  return createAdapterBundle({
+    parts: {
+      cacheStore: () => createNatsCacheStore({ ...cache, ...shared }),
+      pubSub: () => createNatsPubSub({ ...pubSub, ...shared }),
+      queue: () => createNatsQueue({ ...queue, ...shared }),
+      lock: () => createNatsLock({ ...lock, ...shared }),
     },
-    get pubSub() {
-      return parts.pubSub();
-    },
-    get queue() {
-      return parts.queue();
-    },
-    get lock() {
-      return parts.lock();
-    },
-    connections,
-    close,
-    [Symbol.asyncDispose]: close,
-    // Never walk the getters (that would create parts) nor show connection options.
-    toJSON: () => ({ adapter: 'nats', parts: made.length }),
-    [Symbol.for('nodejs.util.inspect.custom')]: () =>
-      `NatsAdapters { subjectPrefix: ${JSON.stringify(connections.subjectPrefix)} }`,
-  } as NatsAdapters;
+    closeShared: () => connections.close(),
+    extra: { connections },
+    kind: 'nats',
+    label: `NatsAdapters { subjectPrefix: ${JSON.stringify(connections.subjectPrefix)} }`,
+  });
 }

@@ -1,3 +1,4 @@
+import { createAdapterBundle } from '@cluster/core';
 import { RabbitConnection, type RabbitConnectionOptions } from './connection.js';
 import { createRabbitPubSub, type RabbitPubSubAdapter, type RabbitPubSubOptions } from './pubsub/index.js';
 import { createRabbitQueue, type RabbitQueueAdapter, type RabbitQueueOptions } from './queue/index.js';
@@ -31,42 +32,15 @@ export interface RabbitAdapters extends AsyncDisposable {
  */
 export function createRabbitAdapters(options: RabbitAdaptersOptions = {}): RabbitAdapters {
   const { pubSub, queue, ...connectionOptions } = options;
-  // Each part retains the connection; it closes with the last part (app.stop() closes the parts it
-  // was given, so nothing keeps the process alive afterwards), as the Redis and NATS bundles do.
   const connection = new RabbitConnection(connectionOptions);
-  const made: { close(): Promise<void> }[] = [];
-  let pubSubPart: RabbitPubSubAdapter | undefined;
-  let queuePart: RabbitQueueAdapter | undefined;
-  let closing: Promise<void> | undefined;
-  const close = (): Promise<void> => {
-    closing ??= (async () => {
-      await Promise.all(made.map((part) => part.close()));
-      // No part was ever created: the connection was never retained nor opened; mark it closed.
-      if (made.length === 0) await connection.close();
-    })();
-    return closing;
-  };
-  return {
-    get pubSub() {
-      if (pubSubPart === undefined) {
-        pubSubPart = createRabbitPubSub({ ...pubSub, connections: connection });
-        made.push(pubSubPart);
-      }
-      return pubSubPart;
+  return createAdapterBundle({
+    parts: {
+      pubSub: () => createRabbitPubSub({ ...pubSub, connections: connection }),
+      queue: () => createRabbitQueue({ ...queue, connections: connection }),
     },
-    get queue() {
-      if (queuePart === undefined) {
-        queuePart = createRabbitQueue({ ...queue, connections: connection });
-        made.push(queuePart);
-      }
-      return queuePart;
-    },
-    connection,
-    close,
-    [Symbol.asyncDispose]: close,
-    // Never walk the getters (that would create parts) nor show connection options.
-    toJSON: () => ({ adapter: 'rabbitmq', parts: made.length }),
-    [Symbol.for('nodejs.util.inspect.custom')]: () =>
-      `RabbitAdapters { prefix: ${JSON.stringify(connection.prefix)} }`,
-  } as RabbitAdapters;
+    closeShared: () => connection.close(),
+    extra: { connection },
+    kind: 'rabbitmq',
+    label: `RabbitAdapters { prefix: ${JSON.stringify(connection.prefix)} }`,
+  });
 }

@@ -1,4 +1,10 @@
-import type { CacheStore, LockAdapter, PubSubAdapter, QueueAdapter } from '@cluster/core';
+import {
+  type CacheStore,
+  createAdapterBundle,
+  type LockAdapter,
+  type PubSubAdapter,
+  type QueueAdapter,
+} from '@cluster/core';
 import { createRedisCacheStore, type RedisCacheStoreOptions } from './cache/index.js';
 import { type RedisConnectionOptions, RedisConnections } from './connection.js';
 import { createRedisLock, type RedisLockOptions } from './lock/index.js';
@@ -49,51 +55,16 @@ export function createRedisAdapters(options: RedisAdaptersOptions = {}): RedisAd
   const { cache, pubSub, queue, lock, ...connection } = options;
   const connections = new RedisConnections(connection);
   const shared = { ...connection, connections };
-  const made: { close(): Promise<void> }[] = [];
-  const once = <T extends { close(): Promise<void> }>(make: () => T): (() => T) => {
-    let part: T | undefined;
-    return () => {
-      if (part === undefined) {
-        part = make();
-        made.push(part);
-      }
-      return part;
-    };
-  };
-  const parts = {
-    cacheStore: once(() => createRedisCacheStore({ ...cache, ...shared })),
-    pubSub: once(() => createRedisPubSub({ ...pubSub, ...shared })),
-    queue: once(() => createRedisQueue({ ...queue, ...shared })),
-    lock: once(() => createRedisLock({ ...lock, ...shared })),
-  };
-  let closing: Promise<void> | undefined;
-  const close = (): Promise<void> => {
-    closing ??= (async () => {
-      await Promise.all(made.map((part) => part.close()));
-      await connections.close();
-    })();
-    return closing;
-  };
-
-  return {
-    get cacheStore() {
-      return parts.cacheStore();
+  return createAdapterBundle({
+    parts: {
+      cacheStore: () => createRedisCacheStore({ ...cache, ...shared }),
+      pubSub: () => createRedisPubSub({ ...pubSub, ...shared }),
+      queue: () => createRedisQueue({ ...queue, ...shared }),
+      lock: () => createRedisLock({ ...lock, ...shared }),
     },
-    get pubSub() {
-      return parts.pubSub();
-    },
-    get queue() {
-      return parts.queue();
-    },
-    get lock() {
-      return parts.lock();
-    },
-    connections,
-    close,
-    [Symbol.asyncDispose]: close,
-    // Never walk the getters (that would create parts) nor show connection options.
-    toJSON: () => ({ adapter: 'redis', parts: made.length }),
-    [Symbol.for('nodejs.util.inspect.custom')]: () =>
-      `RedisAdapters { keyPrefix: ${JSON.stringify(connections.keyPrefix)} }`,
-  } as RedisAdapters;
+    closeShared: () => connections.close(),
+    extra: { connections },
+    kind: 'redis',
+    label: `RedisAdapters { keyPrefix: ${JSON.stringify(connections.keyPrefix)} }`,
+  });
 }

@@ -1,3 +1,4 @@
+export * from './bundle.js';
 export * from './cache/index.js';
 export * from './cluster.js';
 export * from './errors.js';
