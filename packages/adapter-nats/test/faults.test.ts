@@ -5,7 +5,16 @@
  * typed ClusterError), nothing acknowledged is lost, and every part recovers by itself.
  */
 import { ClusterError, EventQueue, PubSubManager } from '@cluster/core';
-import { FaultProxy, inbox, NATS, requireServer, uniqueName, waitFor } from '@cluster/testkit';
+import {
+  type ProxyFault as Fault,
+  FaultProxy,
+  inbox,
+  injectFault as inject,
+  NATS,
+  requireServer,
+  uniqueName,
+  waitFor,
+} from '@cluster/testkit';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
   createNatsCacheStore,
@@ -23,21 +32,9 @@ const REQUEST_TIMEOUT = 1_000;
 const CALL_DEADLINE = REQUEST_TIMEOUT + 2_000;
 const FAULT_MS = 1_500;
 
-type Fault = 'cut' | 'blackhole' | 'refuse';
-
 function target(): { host: string; port: number } {
   const url = new URL(NATS_URL);
   return { host: url.hostname || '127.0.0.1', port: Number(url.port || 4222) };
-}
-
-function inject(proxy: FaultProxy, fault: Fault): void {
-  if (fault === 'cut') proxy.cut();
-  else if (fault === 'blackhole') proxy.blackhole();
-  else {
-    proxy.refuse();
-    // Refuse only hits new connections: cut the live ones so the client has to reconnect into it.
-    proxy.cut();
-  }
 }
 
 /** Through the proxy, with fast stale-connection detection so a blackhole is noticed in ~1 s. */

@@ -5,6 +5,7 @@ export * from './fault-proxy.js';
 export * from './lock.js';
 export * from './pubsub.js';
 export * from './queue.js';
+export * from './queue-faults.js';
 export * from './queue-processes.js';
 export * from './secrets.js';
 export * from './servers.js';

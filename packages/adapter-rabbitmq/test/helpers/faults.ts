@@ -1,9 +1,8 @@
 /** Shared bits of the fault tests: proxied connection options and a logger that counts messages. */
-import type { Logger } from '@cluster/core';
 import type { FaultProxy } from '@cluster/testkit';
 import { AMQP_URL } from './rabbit.js';
 
-export type Fault = 'cut' | 'blackhole' | 'refuse';
+export type { ProxyFault as Fault } from '@cluster/testkit';
 
 /** The broker's host and port, as the proxy's target. */
 export function brokerTarget(): { host: string; port: number } {
@@ -29,21 +28,5 @@ export function faultConnection(proxy: FaultProxy) {
   };
 }
 
-export function inject(proxy: FaultProxy, fault: Fault): void {
-  if (fault === 'cut') proxy.cut();
-  else if (fault === 'blackhole') proxy.blackhole();
-  else {
-    proxy.refuse();
-    // Refuse only hits new connections: cut the live ones so the adapter has to reconnect into it.
-    proxy.cut();
-  }
-}
-
-/** Counts log messages by text, so the figures show which recovery paths ran. */
-export function countingLogger(counts: Map<string, number>): Logger {
-  const count = (_: object, msg?: string) => {
-    if (msg) counts.set(msg, (counts.get(msg) ?? 0) + 1);
-  };
-  const logger: Logger = { debug: count, info: count, warn: count, error: count, child: () => logger };
-  return logger;
-}
+// The fault injection and the counting logger are the testkit's, shared with the other adapters.
+export { countingLogger, injectFault as inject } from '@cluster/testkit';
