@@ -1,6 +1,7 @@
 export * from './bundle.js';
 export * from './cache/index.js';
 export * from './cluster.js';
+export * from './deadline.js';
 export * from './errors.js';
 export * from './hub.js';
 export * from './lock/index.js';

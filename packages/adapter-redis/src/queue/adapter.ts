@@ -17,6 +17,7 @@ import {
   type QueuePublishRequest,
   type QueuePublishResult,
   type QueueStats,
+  withDeadline,
 } from '@cluster/core';
 import { CommandBatcher } from '../command-batch.js';
 import { type RedisClient, type RedisConnectionOptions, RedisConnections } from '../connection.js';
@@ -91,26 +92,6 @@ let nonceSeq = 0;
 function nonce(): string {
   nonceSeq += 1;
   return NONCE_PREFIX + nonceSeq.toString(36);
-}
-
-/** Rejects with TIMEOUT when `promise` has not settled within `ms` (a client given without commandTimeout). */
-function withDeadline<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(
-      () => reject(new ClusterError('TIMEOUT', `${what} did not complete within ${ms} ms`)),
-      ms,
-    );
-    promise.then(
-      (value) => {
-        clearTimeout(timer);
-        resolve(value);
-      },
-      (error: unknown) => {
-        clearTimeout(timer);
-        reject(error);
-      },
-    );
-  });
 }
 
 function parseDeadLetter(text: unknown): DeadLetterRecord | undefined {
