@@ -2,7 +2,6 @@
  * X1: the password never appears in errors, logs or inspected objects — refused connections, a wrong
  * password against the real broker, a proxy that refuses or blackholes, URL and object forms.
  */
-import { createServer } from 'node:net';
 import { ClusterError, type PubSubAdapter, type QueueAdapter } from '@cluster/core';
 import {
   clusterErrorOf,
@@ -13,6 +12,7 @@ import {
   requireServer,
   SENTINEL_PASSWORD,
   SPECIAL_PASSWORD,
+  sparePort,
   uniqueName,
 } from '@cluster/testkit';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -32,15 +32,6 @@ const SENTINEL = SENTINEL_PASSWORD;
 const SPECIAL = SPECIAL_PASSWORD;
 const expectClean = (what: string, value: unknown) => expectNoSecrets(what, value);
 const failure = clusterErrorOf;
-
-/** A port nothing listens on. */
-async function sparePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 function withPassword(password: string, host = '127.0.0.1', port = brokerTarget().port): string {
   const url = new URL(AMQP_URL);

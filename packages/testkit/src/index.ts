@@ -3,6 +3,7 @@ export * from './cache.js';
 export * from './cluster.js';
 export * from './fault-proxy.js';
 export * from './lock.js';
+export * from './ports.js';
 export * from './pubsub.js';
 export * from './queue.js';
 export * from './queue-faults.js';

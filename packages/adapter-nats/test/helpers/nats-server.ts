@@ -3,11 +3,11 @@
  * port with its own temporary store directory, for tests that kill and restart the server. Never
  * touches the shared server.
  */
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { binariesAvailable, portAccepts, sparePort } from '@cluster/testkit';
 
 export interface NatsServerHandle {
   /** `nats://127.0.0.1:<port>` */
@@ -24,37 +24,10 @@ export interface NatsServerHandle {
 }
 
 /** True when `nats-server` can be run: tests that start their own servers skip otherwise. */
-export const natsServerAvailable: boolean = (() => {
-  const found = spawnSync('nats-server', ['--version'], { stdio: 'ignore' }).status === 0;
-  if (!found) console.warn('skipping tests that start their own nats-server: nats-server not on PATH');
-  return found;
-})();
-
-/** A free TCP port on 127.0.0.1 (asks the OS for one, then releases it). */
-export function sparePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.unref();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-function portAccepts(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect({ host: '127.0.0.1', port });
-    const done = (ok: boolean) => {
-      socket.destroy();
-      resolve(ok);
-    };
-    socket.once('connect', () => done(true));
-    socket.once('error', () => done(false));
-  });
-}
+export const natsServerAvailable = binariesAvailable(
+  ['nats-server'],
+  'tests that start their own nats-server',
+);
 
 function exited(child: ChildProcess | undefined): Promise<void> {
   if (!child || child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
@@ -122,3 +95,5 @@ export async function startNatsServer(
     },
   };
 }
+
+export { sparePort };

@@ -2,11 +2,11 @@
  * Starts a private redis-server (binary `redis-server` on PATH) on a spare loopback port with its own
  * temporary directory, for tests that kill and restart the server. Never touches the shared server.
  */
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { binariesAvailable, portAccepts, sparePort } from '@cluster/testkit';
 import { Cluster, type Redis } from 'ioredis';
 import { afterAll, beforeAll } from 'vitest';
 
@@ -34,39 +34,10 @@ export interface RedisServerHandle {
 }
 
 /** True when `redis-server` (and `redis-cli`) can be run: tests that start their own servers skip otherwise. */
-export const redisBinariesAvailable: boolean = (() => {
-  const ok = (bin: string) => spawnSync(bin, ['--version'], { stdio: 'ignore' }).status === 0;
-  const found = ok('redis-server') && ok('redis-cli');
-  if (!found)
-    console.warn('skipping tests that start their own redis-server: redis-server / redis-cli not on PATH');
-  return found;
-})();
-
-/** A free TCP port on 127.0.0.1 (asks the OS for one, then releases it). */
-export function sparePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.unref();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-function portAccepts(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect({ host: '127.0.0.1', port });
-    const done = (ok: boolean) => {
-      socket.destroy();
-      resolve(ok);
-    };
-    socket.once('connect', () => done(true));
-    socket.once('error', () => done(false));
-  });
-}
+export const redisBinariesAvailable = binariesAvailable(
+  ['redis-server', 'redis-cli'],
+  'tests that start their own redis-server',
+);
 
 function exited(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
@@ -277,3 +248,5 @@ export function usePrivateRedisCluster(): {
   });
   return { current: () => state };
 }
+
+export { sparePort };
