@@ -28,27 +28,7 @@ export async function cleanupServers(config: DemoConfig, topology: Topology): Pr
     }
   };
   if (uses('redis')) {
-    await attempt('redis keys', async () => {
-      const connections = new RedisConnections({ url: config.urls.redis, keyPrefix: prefix });
-      const client = connections.command as any;
-      let deleted = 0;
-      try {
-        await connections.ready(client);
-        let cursor = '0';
-        do {
-          const [next, keys] = (await client.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000)) as [
-            string,
-            string[],
-          ];
-          cursor = next;
-          const ours = keys.filter((key) => key.startsWith(`${prefix}:`));
-          if (ours.length > 0) deleted += Number(await client.unlink(...ours));
-        } while (cursor !== '0');
-      } finally {
-        await connections.close();
-      }
-      return deleted;
-    });
+    await attempt('redis keys', () => deleteRedisKeys(config.urls.redis, prefix));
   }
   if (uses('nats')) {
     await attempt('nats streams', async () => {
@@ -79,4 +59,30 @@ export async function cleanupServers(config: DemoConfig, topology: Topology): Pr
     });
   }
   return done;
+}
+
+/**
+ * Deletes every Redis key under `keyPrefix` (the run's own, unique prefix): SCAN + UNLINK page by
+ * page, never FLUSHALL, so a shared server keeps everyone else's data. Returns how many.
+ */
+export async function deleteRedisKeys(url: string, keyPrefix: string): Promise<number> {
+  const connections = new RedisConnections({ url, keyPrefix });
+  const client = connections.command as any;
+  let deleted = 0;
+  try {
+    await connections.ready(client);
+    let cursor = '0';
+    do {
+      const [next, keys] = (await client.scan(cursor, 'MATCH', `${keyPrefix}:*`, 'COUNT', 1000)) as [
+        string,
+        string[],
+      ];
+      cursor = next;
+      const ours = keys.filter((key) => key.startsWith(`${keyPrefix}:`));
+      if (ours.length > 0) deleted += Number(await client.unlink(...ours));
+    } while (cursor !== '0');
+  } finally {
+    await connections.close();
+  }
+  return deleted;
 }

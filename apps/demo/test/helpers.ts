@@ -195,32 +195,7 @@ export function until<T>(
   return waitFor(check, { timeout, interval: 100, message });
 }
 
-/**
- * Deletes every Redis key under `keyPrefix` (the run's own, unique prefix): SCAN + UNLINK page by
- * page, never FLUSHALL, so a shared server keeps everyone else's data.
- */
-export async function deleteRedisKeys(url: string, keyPrefix: string): Promise<number> {
-  const { RedisConnections } = await import('@cluster/adapter-redis');
-  const connections = new RedisConnections({ url, keyPrefix });
-  const client = connections.command as any;
-  let deleted = 0;
-  try {
-    await connections.ready(client);
-    let cursor = '0';
-    do {
-      const [next, keys] = (await client.scan(cursor, 'MATCH', `${keyPrefix}:*`, 'COUNT', 1000)) as [
-        string,
-        string[],
-      ];
-      cursor = next;
-      const ours = keys.filter((key) => key.startsWith(`${keyPrefix}:`));
-      if (ours.length > 0) deleted += Number(await client.unlink(...ours));
-    } while (cursor !== '0');
-  } finally {
-    await connections.close();
-  }
-  return deleted;
-}
+export { deleteRedisKeys } from '../src/cleanup.js';
 
 /** Names of the NATS streams (KV buckets included) whose name contains `marker`. */
 export async function natsStreamsWith(marker: string): Promise<string[]> {
