@@ -29,6 +29,24 @@ export function collectGarbage(): void {
   (globalThis as { gc?: () => void }).gc?.();
 }
 
+/**
+ * Runs `rounds` rounds in which every item runs once, in a rotating order (A B C, B C A, ...) and
+ * after a full GC, so JIT, GC and thermal drift hit the implementations alike.
+ */
+export async function interleaved<T>(
+  items: readonly T[],
+  rounds: number,
+  run: (item: T) => Promise<void>,
+): Promise<void> {
+  for (let round = 0; round < rounds; round++) {
+    for (let k = 0; k < items.length; k++) {
+      const item = items[(round + k) % items.length]!;
+      collectGarbage();
+      await run(item);
+    }
+  }
+}
+
 export interface LatencyStats {
   /** How many operations were timed one by one. */
   samples: number;
@@ -157,16 +175,12 @@ export async function compareThroughput(
     const w = await runOps(s.c, s.next, options.warmupOps, options.sampleEvery, undefined, maxMs);
     s.next += w.ops;
   }
-  for (let round = 0; round < options.rounds; round++) {
-    for (let k = 0; k < state.length; k++) {
-      const s = state[(round + k) % state.length]!;
-      collectGarbage();
-      const r = await runOps(s.c, s.next, options.opsPerRound, options.sampleEvery, s.recorder, maxMs);
-      s.next += r.ops;
-      s.total += r.ops;
-      s.rounds.push(r.ops / (r.ns / 1e9));
-    }
-  }
+  await interleaved(state, options.rounds, async (s) => {
+    const r = await runOps(s.c, s.next, options.opsPerRound, options.sampleEvery, s.recorder, maxMs);
+    s.next += r.ops;
+    s.total += r.ops;
+    s.rounds.push(r.ops / (r.ns / 1e9));
+  });
   return state.map((s) => ({
     name: s.c.name,
     opsPerSec: median(s.rounds),
@@ -252,15 +266,11 @@ export async function compareContended(
       new Recorder(),
     );
   }
-  for (let round = 0; round < options.rounds; round++) {
-    for (let k = 0; k < state.length; k++) {
-      const s = state[(round + k) % state.length]!;
-      collectGarbage();
-      const r = await contendedRound(s.c, options.callers, options.opsPerRound, s.counts, s.wait);
-      s.total += r.ops;
-      s.rounds.push(r.ops / (r.ns / 1e9));
-    }
-  }
+  await interleaved(state, options.rounds, async (s) => {
+    const r = await contendedRound(s.c, options.callers, options.opsPerRound, s.counts, s.wait);
+    s.total += r.ops;
+    s.rounds.push(r.ops / (r.ns / 1e9));
+  });
   return state.map((s) => {
     const mean = s.counts.reduce((a, b) => a + b, 0) / s.counts.length;
     return {
@@ -619,3 +629,15 @@ export function contendedRows(results: ContendedResult[], oursName: string | und
     },
   }));
 }
+
+/** The columns of contendedRows' metrics, for each table to pick from. */
+export const contendedColumns = {
+  opsPerSec: { key: 'opsPerSec', label: 'ops/s', format: fmt.ops },
+  waitP50Us: { key: 'waitP50Us', label: 'wait p50 µs', format: fmt.us },
+  waitP99Us: { key: 'waitP99Us', label: 'wait p99 µs', format: fmt.us },
+  waitMaxUs: { key: 'waitMaxUs', label: 'wait max µs', format: fmt.us },
+  leastServedShare: { key: 'leastServedShare', label: 'least-served', format: fmt.share },
+  minPerCaller: { key: 'minPerCaller', label: 'min ops', format: fmt.int },
+  maxPerCaller: { key: 'maxPerCaller', label: 'max ops', format: fmt.int },
+  totalOps: { key: 'totalOps', label: 'ops', format: fmt.int },
+} satisfies Record<string, Column>;

@@ -7,23 +7,33 @@ import type { Cluster } from '@cluster/core';
 import {
   checkTarget,
   compareContended,
-  compareThroughput,
+  contendedColumns,
   contendedRows,
   fmt,
   type Loaded,
   loadPeer,
-  machineInfo,
   nowNs,
   peerInfo,
   Recorder,
   type ReportRow,
+  ratioColumn,
   type Scenario,
   type SuiteReport,
   sinceMs,
   type TargetCheck,
-  throughputColumns,
-  throughputRows,
 } from './harness.js';
+import {
+  guard,
+  label,
+  metric,
+  reasonOf,
+  sequentialMethod,
+  smokeKv,
+  split,
+  startClock,
+  suiteReport,
+  throughputScenario,
+} from './suite.js';
 
 // ---------------------------------------------------------------------------------------------
 // Sizes (tuned for ~20-30 s on 2 cores)
@@ -33,7 +43,7 @@ const CACHE_KEYS = 1_000;
 const SEQ = { warmupOps: 20_000, rounds: 7, opsPerRound: 100_000, sampleEvery: 4, maxRoundMs: 500 };
 const CONTENDED = { callers: 50, opsPerRound: 10_000, warmupOps: 2_000, rounds: 3 };
 const STAMPEDE = { keys: 200, callersPerKey: 100, rounds: 2, warmupKeys: 20 };
-const SEQ_METHOD = `${SEQ.rounds} rounds of up to ${SEQ.opsPerRound.toLocaleString('en-US')} ops or ${SEQ.maxRoundMs} ms after up to ${SEQ.warmupOps.toLocaleString('en-US')} warm-up ops; rounds interleaved; ops/s = median round; latency on every ${SEQ.sampleEvery}th op`;
+const SEQ_METHOD = sequentialMethod(SEQ);
 const LOCK_TTL = 5_000;
 const LOCK_KEY = 'bench-lock';
 
@@ -68,10 +78,6 @@ interface LockImpl {
 }
 
 const OURS = '@cluster/core';
-
-function label(loaded: Loaded<unknown>, suffix: string): string {
-  return `${loaded.name}${loaded.version ? `@${loaded.version}` : ''} ${suffix}`.trim();
-}
 
 async function loadOurs(): Promise<Loaded<Cluster>> {
   return loadPeer(OURS, async () => {
@@ -185,32 +191,12 @@ async function loadNocoBaseLock(): Promise<Loaded<LockImpl>> {
   return loaded;
 }
 
-/** A peer that loads but cannot round-trip a value is unavailable, not a source of numbers. */
 async function smokeCache(impl: CacheImpl): Promise<void> {
-  const view = await impl.create('smoke');
-  const v = makeValue(1);
-  await view.set('smoke', v);
-  const got = await view.get('smoke');
-  if (got?.id !== v.id || got.tags.length !== v.tags.length) throw new Error('set/get round trip failed');
+  await smokeKv(await impl.create('smoke'), makeValue(1));
 }
 
 function makeValue(id: number): Value {
   return { id, name: `user-${id}`, tags: ['admin', 'editor', `team-${id % 7}`], at: Date.now() };
-}
-
-// ---------------------------------------------------------------------------------------------
-// Scenario rows
-// ---------------------------------------------------------------------------------------------
-
-type Available<T> = { name: string; value: T };
-
-function unavailableRow(loaded: Loaded<unknown>, suffix: string): ReportRow {
-  return {
-    impl: label(loaded, suffix),
-    available: false,
-    reason: loaded.available ? 'not run' : loaded.reason,
-    metrics: {},
-  };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -237,42 +223,41 @@ async function cacheSetGet(impls: CacheImpl[], skipped: ReportRow[]): Promise<Sc
       };
     }),
   );
-  const results = await compareThroughput(cases, SEQ);
-  const rows = throughputRows(results, OURS);
-  for (const row of rows) row.metrics.wrongReads = wrong.get(row.impl) ?? 0;
-  return {
+  return throughputScenario({
     id: 'cache.setget',
     title: `1. cache set+get, small object, ${CACHE_KEYS.toLocaleString('en-US')} keys (1 op = set + get)`,
-    columns: [...throughputColumns, { key: 'wrongReads', label: 'bad reads', format: fmt.int }],
-    rows: [...rows, ...skipped],
+    cases,
+    settings: SEQ,
+    oursName: OURS,
+    skipped,
+    extraColumns: [{ key: 'wrongReads', label: 'bad reads', format: fmt.int }],
+    extraMetrics: (impl) => ({ wrongReads: wrong.get(impl) ?? 0 }),
     notes: [
       SEQ_METHOD,
       'ours serializes values (tagged JSON: Date/Map/Set/BigInt survive) and get returns a fresh copy; cache-manager 7 (keyv) JSON-serializes too; @nocobase/cache memory deep-clones on set (lodash.clonedeep) and get returns the stored object by reference',
     ],
-    raw: results,
-  };
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
 // 2. lock runExclusive, sequential and contended
 // ---------------------------------------------------------------------------------------------
 
-async function lockSequential(impls: LockImpl[], skipped: ReportRow[]): Promise<Scenario> {
+function lockSequential(impls: LockImpl[], skipped: ReportRow[]): Promise<Scenario> {
   const empty = async () => {};
-  const cases = impls.map((impl) => ({ name: impl.name, op: () => impl.runExclusive(empty) }));
-  const results = await compareThroughput(cases, SEQ);
-  return {
+  return throughputScenario({
     id: 'lock.sequential',
     title: `2a. lock runExclusive, sequential, one key, empty async fn (ttl ${LOCK_TTL} ms)`,
-    columns: throughputColumns,
-    rows: [...throughputRows(results, OURS), ...skipped],
+    cases: impls.map((impl) => ({ name: impl.name, op: () => impl.runExclusive(empty) })),
+    settings: SEQ,
+    oursName: OURS,
+    skipped,
     notes: [
       SEQ_METHOD,
       'ours is a lease lock: every acquisition gets a fencing token, a ttl enforced by a loss timer, renewal every ttl/3 inside runExclusive, a bounded wait and an abort signal; async-mutex is a bare in-process mutex',
       '@nocobase/lock-manager local = async-mutex + a ttl timer per call; that timer is cleared as soon as runExclusive returns its promise (before fn runs), so its ttl is not enforced (lib/lock-manager.js LocalLockAdapter.runExclusive; checked by hand: a 200 ms fn under ttl 20 ms kept the key until it finished)',
     ],
-    raw: results,
-  };
+  });
 }
 
 async function lockContended(impls: LockImpl[], skipped: ReportRow[]): Promise<Scenario> {
@@ -288,12 +273,12 @@ async function lockContended(impls: LockImpl[], skipped: ReportRow[]): Promise<S
     id: 'lock.contended',
     title: `2b. lock runExclusive, ${CONTENDED.callers} concurrent callers looping on one key`,
     columns: [
-      { key: 'opsPerSec', label: 'ops/s', format: fmt.ops },
-      { key: 'waitP50Us', label: 'wait p50 µs', format: fmt.us },
-      { key: 'waitP99Us', label: 'wait p99 µs', format: fmt.us },
-      { key: 'leastServedShare', label: 'least-served', format: fmt.share },
-      { key: 'totalOps', label: 'ops', format: fmt.int },
-      { key: 'oursOverThis', label: 'ours/this', format: fmt.ratio },
+      contendedColumns.opsPerSec,
+      contendedColumns.waitP50Us,
+      contendedColumns.waitP99Us,
+      contendedColumns.leastServedShare,
+      contendedColumns.totalOps,
+      ratioColumn(),
     ],
     rows: [...contendedRows(results, OURS), ...skipped],
     notes: [
@@ -408,49 +393,8 @@ async function wrapStampede(impls: CacheImpl[], skipped: ReportRow[]): Promise<S
 // Suite
 // ---------------------------------------------------------------------------------------------
 
-function split<T>(all: Loaded<T>[]): { ok: Available<T>[]; missing: Loaded<T>[] } {
-  const ok: Available<T>[] = [];
-  const missing: Loaded<T>[] = [];
-  for (const l of all) {
-    if (l.available) ok.push({ name: l.name, value: l.value });
-    else missing.push(l);
-  }
-  return { ok, missing };
-}
-
-/** A scenario that throws is reported as failed (with the error) instead of ending the run. */
-async function guard(
-  id: string,
-  title: string,
-  impls: string[],
-  run: () => Promise<Scenario>,
-): Promise<Scenario> {
-  try {
-    return await run();
-  } catch (error) {
-    const reason = error instanceof Error ? error.message : String(error);
-    return {
-      id,
-      title: `${title} (FAILED)`,
-      columns: [{ key: 'error', label: 'error' }],
-      rows: [{ impl: impls.join(', '), available: false, status: 'failed', reason, metrics: {} }],
-      notes: [],
-    };
-  }
-}
-
-function metric(s: Scenario, impl: string | undefined, key: string): number | null {
-  const v = s.rows.find((r) => r.impl === impl && r.available)?.metrics[key];
-  return typeof v === 'number' ? v : null;
-}
-
-function reasonOf(loaded: Loaded<unknown>): string | undefined {
-  return loaded.available ? undefined : `${loaded.name} unavailable: ${loaded.reason}`;
-}
-
 export async function runMemorySuite(log: (line: string) => void = () => {}): Promise<SuiteReport> {
-  const startedAt = new Date();
-  const t0 = nowNs();
+  const started = startClock();
 
   log('loading implementations...');
   const ours = await loadOurs();
@@ -468,12 +412,8 @@ export async function runMemorySuite(log: (line: string) => void = () => {}): Pr
     ? { ...ours, value: oursLock(ours.value) }
     : (ours as Loaded<LockImpl>);
 
-  const cacheImpls = split([oursCacheL, cm7, nbCache]);
-  const lockImpls = split([oursLockL, mutex, nbLock]);
-  const cacheSkipped = cacheImpls.missing.map((l) => unavailableRow(l, ''));
-  const lockSkipped = lockImpls.missing.map((l) => unavailableRow(l, ''));
-  const caches = cacheImpls.ok.map((a) => a.value);
-  const locks = lockImpls.ok.map((a) => a.value);
+  const { ok: caches, skipped: cacheSkipped } = split([oursCacheL, cm7, nbCache]);
+  const { ok: locks, skipped: lockSkipped } = split([oursLockL, mutex, nbLock]);
 
   const scenarios: Scenario[] = [];
   const names = [...caches, ...locks].map((i) => i.name);
@@ -561,14 +501,10 @@ export async function runMemorySuite(log: (line: string) => void = () => {}): Pr
   for (const impl of [...caches, ...locks]) await impl.close().catch(() => {});
   if (ours.available) await ours.value.stop().catch(() => {});
 
-  return {
-    suite: 'memory',
-    startedAt: startedAt.toISOString(),
-    durationMs: sinceMs(t0),
-    machine: machineInfo(),
+  return suiteReport('memory', started, {
     peers: [ours, cm7, nbCache, mutex, nbLock].map(peerInfo),
     scenarios,
     targets,
     notes,
-  };
+  });
 }

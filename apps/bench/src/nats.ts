@@ -5,41 +5,59 @@
  * the Redis adapter's when a Redis server is reachable (REDIS_URL). Every subject, stream and bucket
  * of the run carries a unique run id; the streams and buckets are deleted at the end.
  */
-import { randomBytes } from 'node:crypto';
 import process from 'node:process';
 import type { LockManager } from '@cluster/core';
 import {
   checkFigure,
   checkTarget,
-  compareContended,
-  compareThroughput,
-  contendedRows,
-  fmt,
   type Loaded,
   loadPeer,
-  machineInfo,
-  median,
-  nowNs,
   peerInfo,
-  Recorder,
   type ReportRow,
-  ratioColumn,
   type Scenario,
   type SuiteReport,
-  sinceMs,
   type TargetCheck,
-  throughputColumns,
-  throughputRows,
 } from './harness.js';
+import { type LockImpl, lockContended, lockSequential } from './scenarios/lock.js';
+import { burstRow, managerPubSub, type PubSubImpl, pubSubThroughput, type Tick } from './scenarios/pubsub.js';
+import {
+  eventQueueChannels,
+  type JobHandler,
+  missingJobs,
+  publishInChunks,
+  type QueueLane,
+  queueE2eColumns,
+  queueE2eRows,
+  runQueueRounds,
+} from './scenarios/queue.js';
+import {
+  closeAll,
+  guard,
+  type KvImpl as Kv,
+  label,
+  metric,
+  missing,
+  nameOf,
+  newRunId,
+  REDIS_URL,
+  redact,
+  sequentialMethod,
+  sleep,
+  smokeKv,
+  split,
+  startClock,
+  suiteReport,
+  throughputScenario,
+  unreachableReport,
+} from './suite.js';
 
 // ---------------------------------------------------------------------------------------------
 // Settings (tuned for well under 2 minutes on 2 cores)
 // ---------------------------------------------------------------------------------------------
 
 const NATS_URL = process.env.NATS_URL ?? 'nats://127.0.0.1:4222';
-const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 /** Subject prefix of the run (letters, digits, `_`): part of every subject, stream and bucket name. */
-const RUN_ID = `bench${Date.now().toString(36)}${randomBytes(3).toString('hex')}`;
+const RUN_ID = newRunId();
 
 const SEQ = { warmupOps: 500, rounds: 5, opsPerRound: 5_000, sampleEvery: 4, maxRoundMs: 600 };
 const PUBSUB = { burst: 20_000, sequential: 5_000, rounds: 5, warmup: 5_000, timeoutMs: 20_000 };
@@ -47,7 +65,7 @@ const QUEUE = { jobs: 5_000, chunk: 500, concurrency: 50, rounds: 5, warmup: 500
 const LOCK_TTL = 10_000;
 const LOCK_CONTENDED = { callers: 50, opsPerRound: 1_000, warmupOps: 100, rounds: 2 };
 
-const SEQ_METHOD = `${SEQ.rounds} rounds of up to ${SEQ.opsPerRound.toLocaleString('en-US')} ops or ${SEQ.maxRoundMs} ms after up to ${SEQ.warmupOps} warm-up ops; one caller, every op awaited before the next; rounds interleaved; ops/s = median round; latency on every ${SEQ.sampleEvery}th op`;
+const SEQ_METHOD = sequentialMethod(SEQ, 'one caller, every op awaited before the next');
 
 const OURS = '@cluster/adapter-nats';
 
@@ -61,46 +79,9 @@ function makeValue(id: number): Value {
   return { id, name: `item-${id}`, tags: ['a', 'b', 'c'] };
 }
 
-function label(loaded: Loaded<unknown>, suffix = ''): string {
-  return `${loaded.name}${loaded.version ? `@${loaded.version}` : ''}${suffix ? ` ${suffix}` : ''}`;
-}
-
-function unavailableRow(impl: string, reason: string, status?: 'failed'): ReportRow {
-  return { impl, available: false, reason, ...(status && { status }), metrics: {} };
-}
-
-/** A scenario that throws is reported as failed (with the error) instead of ending the run. */
-async function guard(
-  id: string,
-  title: string,
-  impls: string[],
-  run: () => Promise<Scenario>,
-): Promise<Scenario> {
-  try {
-    return await run();
-  } catch (error) {
-    const reason = error instanceof Error ? error.message : String(error);
-    return {
-      id,
-      title: `${title} (FAILED)`,
-      columns: [{ key: 'error', label: 'error' }],
-      rows: [unavailableRow(impls.join(', ') || '-', reason, 'failed')],
-      notes: [],
-    };
-  }
-}
-
-function metric(s: Scenario | undefined, impl: string | undefined, key: string): number | null {
-  const v = s?.rows.find((r) => r.impl === impl && r.available)?.metrics[key];
-  return typeof v === 'number' ? v : null;
-}
-
-function missing(s: Scenario | undefined, impl: string | undefined): string | undefined {
-  if (s === undefined) return 'scenario not run';
-  const row = s.rows.find((r) => r.impl === impl);
-  if (row && !row.available) return `${row.impl}: ${row.reason ?? 'unavailable'}`;
-  const failed = s.rows.find((r) => r.status === 'failed');
-  return failed ? `scenario failed: ${failed.reason}` : undefined;
+/** Why a target has no figure: the load error alone (this suite's targets name the peer already). */
+function loadFailure(loaded: Loaded<unknown>): string | undefined {
+  return loaded.available ? undefined : loaded.reason;
 }
 
 async function rawConnection() {
@@ -112,19 +93,7 @@ async function rawConnection() {
 // 1. cache set + get
 // ---------------------------------------------------------------------------------------------
 
-interface KvImpl {
-  name: string;
-  set(key: string, value: Value): Promise<unknown>;
-  get(key: string): Promise<Value | undefined>;
-  close(): Promise<void>;
-}
-
-async function smokeKv(impl: KvImpl): Promise<void> {
-  const v = makeValue(7);
-  await impl.set('smoke', v);
-  const got = await impl.get('smoke');
-  if (got?.id !== 7) throw new Error(`${impl.name}: smoke test read back ${JSON.stringify(got)}`);
-}
+type KvImpl = Kv<Value>;
 
 async function loadOursKv(): Promise<Loaded<KvImpl>> {
   const loaded = await loadPeer(OURS, async () => {
@@ -143,7 +112,7 @@ async function loadOursKv(): Promise<Loaded<KvImpl>> {
       get: (key) => cache.get<Value>(key),
       close: () => manager.close(),
     };
-    await smokeKv(impl);
+    await smokeKv(impl, makeValue(7));
     return impl;
   });
   return loaded;
@@ -164,54 +133,38 @@ async function loadRawKv(): Promise<Loaded<KvImpl>> {
       },
       close: () => nc.close(),
     };
-    await smokeKv(impl);
+    await smokeKv(impl, makeValue(7));
     return impl;
   });
   if (loaded.available) loaded.value.name = label(loaded, 'raw KV put/get + JSON');
   return loaded;
 }
 
-async function cacheSequential(impls: KvImpl[], skipped: ReportRow[], oursName?: string): Promise<Scenario> {
-  const cases = impls.map((impl) => ({
-    name: impl.name,
-    op: async (i: number) => {
-      const key = `key-${i % 1_000}`;
-      await impl.set(key, makeValue(i));
-      await impl.get(key);
-    },
-  }));
-  const results = await compareThroughput(cases, SEQ);
-  return {
+function cacheSequential(impls: KvImpl[], skipped: ReportRow[], oursName?: string): Promise<Scenario> {
+  return throughputScenario({
     id: 'nats.cache.setget',
     title: '1. cache set + get on JetStream KV, sequential (one op = one set then one get, 1,000 keys)',
-    columns: throughputColumns,
-    rows: [...throughputRows(results, oursName), ...skipped],
+    cases: impls.map((impl) => ({
+      name: impl.name,
+      op: async (i: number) => {
+        const key = `key-${i % 1_000}`;
+        await impl.set(key, makeValue(i));
+        await impl.get(key);
+      },
+    })),
+    settings: SEQ,
+    oursName,
+    skipped,
     notes: [
       SEQ_METHOD,
       "ours: core's Cache (serializer, namespacing) over createNatsCacheStore (expiry stored with the value, checked on read); raw: Kvm bucket, put + get with JSON.stringify / parse",
     ],
-    raw: results,
-  };
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
 // 2. pub/sub throughput
 // ---------------------------------------------------------------------------------------------
-
-type Receiver = (round: number, seq: number, sentAt: number) => void;
-
-interface PubSubImpl {
-  name: string;
-  receiver: Receiver;
-  publish(round: number, seq: number, sentAt: number): Promise<unknown>;
-  close(): Promise<void>;
-}
-
-interface Tick {
-  r: number;
-  s: number;
-  t: number;
-}
 
 async function loadOursPubSub(): Promise<Loaded<PubSubImpl>> {
   const loaded = await loadPeer(OURS, async () => {
@@ -226,17 +179,11 @@ async function loadOursPubSub(): Promise<Loaded<PubSubImpl>> {
     const publisher = make();
     const subscriber = make();
     await Promise.all([publisher.start(), subscriber.start()]);
-    const impl: PubSubImpl = {
-      name: 'ours: PubSubManager + createNatsPubSub',
-      receiver: () => {},
-      publish: (r, s, t) => publisher.publish('tick', { r, s, t } satisfies Tick),
-      close: async () => {
-        await Promise.all([publisher.close(), subscriber.close()]);
-      },
-    };
-    await subscriber.subscribe('tick', (m: Tick) => impl.receiver(m.r, m.s, m.t));
-    return impl;
+    return managerPubSub(publisher, subscriber, async () => {
+      await Promise.all([publisher.close(), subscriber.close()]);
+    });
   });
+  if (loaded.available) loaded.value.name = 'ours: PubSubManager + createNatsPubSub';
   return loaded;
 }
 
@@ -268,124 +215,6 @@ async function loadRawPubSub(): Promise<Loaded<PubSubImpl>> {
   return loaded;
 }
 
-interface PubSubRound {
-  msgsPerSec: number;
-  received: number;
-  lost: number;
-  ms: number;
-}
-
-let pubSubRoundSeq = 0;
-
-async function pubSubRound(
-  impl: PubSubImpl,
-  n: number,
-  mode: 'burst' | 'sequential',
-  latency: Recorder | undefined,
-): Promise<PubSubRound> {
-  const round = ++pubSubRoundSeq;
-  let received = 0;
-  let lastAt = 0;
-  let done!: () => void;
-  const all = new Promise<void>((resolve) => {
-    done = resolve;
-  });
-  impl.receiver = (r, s, t) => {
-    if (r !== round) return;
-    const now = nowNs();
-    received++;
-    lastAt = now;
-    if (latency && s % 4 === 0) latency.record(now - t);
-    if (received === n) done();
-  };
-  const t0 = nowNs();
-  if (mode === 'burst') {
-    const sent: Promise<unknown>[] = new Array(n);
-    for (let s = 0; s < n; s++) sent[s] = impl.publish(round, s, nowNs());
-    await Promise.all(sent);
-  } else {
-    for (let s = 0; s < n; s++) await impl.publish(round, s, nowNs());
-  }
-  let timer: NodeJS.Timeout | undefined;
-  await Promise.race([all, new Promise<void>((resolve) => (timer = setTimeout(resolve, PUBSUB.timeoutMs)))]);
-  clearTimeout(timer);
-  impl.receiver = () => {};
-  const ms = ((received === n ? lastAt : nowNs()) - t0) / 1e6;
-  return { msgsPerSec: received / (ms / 1000), received, lost: n - received, ms };
-}
-
-async function pubSubThroughput(
-  impls: PubSubImpl[],
-  skipped: ReportRow[],
-  oursName?: string,
-): Promise<Scenario> {
-  const results: {
-    name: string;
-    mode: 'burst' | 'sequential';
-    messages: number;
-    msgsPerSec: number;
-    rounds: PubSubRound[];
-    lost: number;
-    latency: ReturnType<Recorder['stats']>;
-  }[] = [];
-  for (const mode of ['burst', 'sequential'] as const) {
-    const n = mode === 'burst' ? PUBSUB.burst : PUBSUB.sequential;
-    const state = impls.map((impl) => ({ impl, rounds: [] as PubSubRound[], latency: new Recorder() }));
-    for (const s of state) await pubSubRound(s.impl, PUBSUB.warmup, mode, undefined);
-    for (let round = 0; round < PUBSUB.rounds; round++) {
-      for (let k = 0; k < state.length; k++) {
-        const s = state[(round + k) % state.length]!;
-        (globalThis as { gc?: () => void }).gc?.();
-        s.rounds.push(await pubSubRound(s.impl, n, mode, s.latency));
-      }
-    }
-    for (const s of state) {
-      results.push({
-        name: s.impl.name,
-        mode,
-        messages: n,
-        msgsPerSec: median(s.rounds.map((r) => r.msgsPerSec)),
-        rounds: s.rounds,
-        lost: s.rounds.reduce((a, r) => a + r.lost, 0),
-        latency: s.latency.stats(),
-      });
-    }
-  }
-  const rows: ReportRow[] = results.map((r) => {
-    const ours = results.find((o) => o.name === oursName && o.mode === r.mode);
-    return {
-      impl: `${r.name} [${r.mode}]`,
-      available: true,
-      metrics: {
-        msgsPerSec: r.msgsPerSec,
-        latencyP50Us: r.latency.p50Us,
-        latencyP99Us: r.latency.p99Us,
-        lost: r.lost,
-        messages: r.messages * r.rounds.length,
-        oursOverThis: ours ? ours.msgsPerSec / r.msgsPerSec : null,
-      },
-    };
-  });
-  return {
-    id: 'nats.pubsub',
-    title: `2. pub/sub throughput, one publisher instance -> one subscriber instance (${PUBSUB.burst.toLocaleString('en-US')} msgs all in flight [burst]; ${PUBSUB.sequential.toLocaleString('en-US')} msgs each awaited [sequential])`,
-    columns: [
-      { key: 'msgsPerSec', label: 'msgs/s', format: fmt.ops },
-      { key: 'latencyP50Us', label: 'deliv p50 µs', format: fmt.us },
-      { key: 'latencyP99Us', label: 'deliv p99 µs', format: fmt.us },
-      { key: 'lost', label: 'lost', format: fmt.int },
-      { key: 'messages', label: 'msgs', format: fmt.int },
-      ratioColumn(),
-    ],
-    rows: [...rows, ...skipped],
-    notes: [
-      `msgs/s = messages / (first publish call -> last message received), median of ${PUBSUB.rounds} interleaved rounds after a ${PUBSUB.warmup.toLocaleString('en-US')}-message warm-up; deliv = publish call -> handler, every 4th message`,
-      "ours: two PubSubManager instances of one app, each with its own createNatsPubSub (own connection); payload { r, s, t } through core's serializer plus the publisher-id envelope; raw: two connections, JSON.stringify / parse of the same payload",
-    ],
-    raw: results,
-  };
-}
-
 // ---------------------------------------------------------------------------------------------
 // 3. queue end to end
 // ---------------------------------------------------------------------------------------------
@@ -411,34 +240,14 @@ async function loadOursQueue(): Promise<Loaded<QueueImpl>> {
     const producer = make();
     const consumer = make();
     await Promise.all([producer.start(), consumer.start()]);
+    const ours = eventQueueChannels({ producer, consumer, statsOf: producer }, QUEUE.chunk, async () => {
+      await Promise.all([consumer.close({ timeout: 2_000 }), producer.close({ timeout: 2_000 })]);
+    });
     const impl: QueueImpl = {
       name: 'ours: EventQueue + createNatsQueue',
-      async consume(concurrency, handler) {
-        let ready!: () => void;
-        const first = new Promise<void>((resolve) => {
-          ready = resolve;
-        });
-        consumer.subscribe('e2e', {
-          concurrency,
-          process: (payload: { i: number }) => {
-            if (payload.i < 0) ready();
-            else handler(payload.i);
-          },
-        });
-        await producer.publish('e2e', { i: -1 });
-        await first;
-      },
-      async publishMany(first, count) {
-        for (let start = first; start < first + count; start += QUEUE.chunk) {
-          const end = Math.min(first + count, start + QUEUE.chunk);
-          const sent: Promise<unknown>[] = [];
-          for (let i = start; i < end; i++) sent.push(producer.publish('e2e', { i }));
-          await Promise.all(sent);
-        }
-      },
-      close: async () => {
-        await Promise.all([consumer.close({ timeout: 2_000 }), producer.close({ timeout: 2_000 })]);
-      },
+      consume: (concurrency, handler) => ours.consume('e2e', concurrency, handler),
+      publishMany: (first, count) => ours.publishMany('e2e', first, count),
+      close: ours.close,
     };
     return impl;
   });
@@ -470,15 +279,10 @@ async function loadRawQueue(): Promise<Loaded<QueueImpl>> {
           }
         })();
       },
-      async publishMany(first, count) {
-        for (let start = first; start < first + count; start += QUEUE.chunk) {
-          const end = Math.min(first + count, start + QUEUE.chunk);
-          const sent: Promise<unknown>[] = [];
-          for (let i = start; i < end; i++)
-            sent.push(js.publish(subject, encoder.encode(JSON.stringify({ i }))));
-          await Promise.all(sent);
-        }
-      },
+      publishMany: (first, count) =>
+        publishInChunks(first, count, QUEUE.chunk, (i) =>
+          js.publish(subject, encoder.encode(JSON.stringify({ i }))),
+        ),
       close: async () => {
         stop?.();
         await Promise.all([pubConn.close(), subConn.close()]);
@@ -490,94 +294,29 @@ async function loadRawQueue(): Promise<Loaded<QueueImpl>> {
   return loaded;
 }
 
-async function queueRound(impl: QueueImpl, ref: { fn: (i: number) => void }, first: number, jobs: number) {
-  let seen = 0;
-  let lastAt = 0;
-  let done!: () => void;
-  const all = new Promise<void>((resolve) => {
-    done = resolve;
-  });
-  ref.fn = (i) => {
-    if (i < first || i >= first + jobs) return;
-    seen++;
-    lastAt = nowNs();
-    if (seen === jobs) done();
-  };
-  const cpu0 = process.cpuUsage();
-  const t0 = nowNs();
-  await impl.publishMany(first, jobs);
-  const publishMs = sinceMs(t0);
-  let timer: NodeJS.Timeout | undefined;
-  await Promise.race([all, new Promise<void>((resolve) => (timer = setTimeout(resolve, 60_000)))]);
-  clearTimeout(timer);
-  const ms = ((seen === jobs ? lastAt : nowNs()) - t0) / 1e6;
-  const cpu = process.cpuUsage(cpu0);
-  // Let the last acks go out before the next round.
-  await new Promise((resolve) => setTimeout(resolve, 100));
-  return { ms, publishMs, cpuUsPerJob: (cpu.user + cpu.system) / jobs, missing: jobs - seen };
-}
-
 async function queueEndToEnd(
   impls: QueueImpl[],
   skipped: ReportRow[],
   oursName: string | undefined,
   log: (line: string) => void,
 ): Promise<Scenario> {
-  const state = [];
-  for (const impl of impls) {
-    const ref = { fn: (_i: number) => {} };
-    await impl.consume(QUEUE.concurrency, (i) => ref.fn(i));
-    state.push({ impl, ref, next: 0, rounds: [] as Awaited<ReturnType<typeof queueRound>>[] });
-  }
-  for (const s of state) {
-    await queueRound(s.impl, s.ref, s.next, QUEUE.warmup);
-    s.next += QUEUE.warmup;
-  }
-  for (let round = 0; round < QUEUE.rounds; round++) {
-    for (let k = 0; k < state.length; k++) {
-      const s = state[(round + k) % state.length]!;
-      (globalThis as { gc?: () => void }).gc?.();
-      const r = await queueRound(s.impl, s.ref, s.next, QUEUE.jobs);
-      s.next += QUEUE.jobs;
-      s.rounds.push(r);
-      log(`    ${s.impl.name}: ${Math.round(QUEUE.jobs / (r.ms / 1000))} jobs/s (${r.ms.toFixed(0)} ms)`);
-    }
-  }
-  const results = state.map((s) => ({
-    name: s.impl.name,
-    jobsPerSec: median(s.rounds.map((r) => (QUEUE.jobs - r.missing) / (r.ms / 1000))),
-    roundMs: s.rounds.map((r) => r.ms),
-    publishMs: s.rounds.map((r) => r.publishMs),
-    cpuUsPerJob: s.rounds.map((r) => r.cpuUsPerJob),
-    missing: s.rounds.reduce((a, r) => a + r.missing, 0),
+  const lanes: QueueLane[] = impls.map((impl) => ({
+    name: impl.name,
+    consume: (handler: JobHandler) => impl.consume(QUEUE.concurrency, handler),
+    publishMany: (first, count) => impl.publishMany(first, count),
+    // Let the last acks go out before the next round.
+    settle: () => sleep(100),
   }));
-  const ours = results.find((r) => r.name === oursName);
+  const measured = await runQueueRounds(
+    lanes,
+    { jobs: QUEUE.jobs, rounds: QUEUE.rounds, warmup: QUEUE.warmup, timeoutMs: 60_000 },
+    log,
+  );
   return {
     id: 'nats.queue.e2e',
     title: `3. queue end to end on JetStream, ${QUEUE.jobs.toLocaleString('en-US')} no-op jobs, consumer concurrency ${QUEUE.concurrency}`,
-    columns: [
-      { key: 'jobsPerSec', label: 'jobs/s', format: fmt.ops },
-      { key: 'roundMs', label: 'round ms', format: fmt.ms },
-      { key: 'publishMs', label: 'published ms', format: fmt.ms },
-      { key: 'cpuUsPerJob', label: 'cpu µs/job', format: fmt.us },
-      { key: 'missing', label: 'missing', format: fmt.int },
-      ratioColumn(),
-    ],
-    rows: [
-      ...results.map((r) => ({
-        impl: r.name,
-        available: true,
-        metrics: {
-          jobsPerSec: r.jobsPerSec,
-          roundMs: median(r.roundMs),
-          publishMs: median(r.publishMs),
-          cpuUsPerJob: median(r.cpuUsPerJob),
-          missing: r.missing,
-          oursOverThis: ours ? ours.jobsPerSec / r.jobsPerSec : null,
-        },
-      })),
-      ...skipped,
-    ],
+    columns: queueE2eColumns(false),
+    rows: [...queueE2eRows(measured, oursName, { countRounds: false }), ...skipped],
     notes: [
       `jobs/s = jobs / (first publish call -> last handler started), consumer idle and ready at t0; median of ${QUEUE.rounds} interleaved rounds after a ${QUEUE.warmup}-job warm-up; ${QUEUE.chunk} publish calls in flight at a time`,
       'ours: EventQueue producer and consumer instances over createNatsQueue (work stream + durable pull consumer with explicit acks, fetch sized to the free slots, headers for id/retries/timeout, per-attempt timeout and backoff in the manager)',
@@ -585,7 +324,14 @@ async function queueEndToEnd(
       'producer and consumer share this one Node thread: jobs/s is bounded by the client CPU per job',
       "ours opens its connections with nats.js' noAsyncTraces (no eager Error objects per request; its failures are ClusterErrors anyway); raw uses nats.js defaults",
     ],
-    raw: results,
+    raw: measured.map((r) => ({
+      name: r.name,
+      jobsPerSec: r.jobsPerSec,
+      roundMs: r.rounds.map((x) => x.ms),
+      publishMs: r.rounds.map((x) => x.publishMs),
+      cpuUsPerJob: r.rounds.map((x) => x.cpuUsPerJob),
+      missing: missingJobs(r),
+    })),
   };
 }
 
@@ -593,16 +339,10 @@ async function queueEndToEnd(
 // 4. lock
 // ---------------------------------------------------------------------------------------------
 
-interface LockImpl {
-  name: string;
-  cycle(key: string, onAcquired?: () => void): Promise<void>;
-  close(): Promise<void>;
-}
-
 function lockImpl(name: string, lm: LockManager): LockImpl {
   return {
     name,
-    async cycle(key, onAcquired) {
+    async cycle(key, _caller, onAcquired) {
       const lock = await lm.acquire(key, { ttl: LOCK_TTL });
       onAcquired?.();
       await lock.release();
@@ -622,7 +362,7 @@ async function loadOursLock(): Promise<Loaded<LockImpl>> {
     });
     await lm.start();
     const impl = lockImpl('ours: LockManager acquire + release (createNatsLock)', lm);
-    await impl.cycle('smoke');
+    await impl.cycle('smoke', 0);
     return impl;
   });
 }
@@ -640,71 +380,36 @@ async function loadRedisLock(): Promise<Loaded<LockImpl>> {
     });
     await lm.start();
     const impl = lockImpl('reference: LockManager acquire + release (createRedisLock)', lm);
-    await impl.cycle('smoke');
+    await impl.cycle('smoke', 0);
     return impl;
   });
 }
 
-async function lockSequential(impls: LockImpl[], skipped: ReportRow[], oursName?: string): Promise<Scenario> {
-  const cases = impls.map((impl, n) => ({ name: impl.name, op: () => impl.cycle(`seq-${n}`) }));
-  const results = await compareThroughput(cases, SEQ);
-  return {
+function natsLockSequential(impls: LockImpl[], skipped: ReportRow[], oursName?: string): Promise<Scenario> {
+  return lockSequential(impls, skipped, oursName, SEQ, {
     id: 'nats.lock.sequential',
     title: `4a. lock acquire + release, sequential, one key per implementation, ttl ${LOCK_TTL} ms`,
-    columns: throughputColumns,
-    rows: [...throughputRows(results, oursName), ...skipped],
     notes: [
       SEQ_METHOD,
       'ours (NATS): KV create (or update of an expired lease) to acquire, the revision as fencing token, owner-checked delete on the last revision to release: 2 round trips per cycle plus a read on release',
       'reference (Redis adapter, not a target): one script per acquire and per release, FIFO waiters',
     ],
-    raw: results,
-  };
+  });
 }
 
-async function lockContended(impls: LockImpl[], skipped: ReportRow[], oursName?: string): Promise<Scenario> {
-  const failures = new Map<string, number>();
-  const errors = new Map<string, string>();
-  const cases = impls.map((impl) => {
-    failures.set(impl.name, 0);
-    return {
-      name: impl.name,
-      async op(_caller: number, calledAt: number, wait: Recorder) {
-        try {
-          await impl.cycle('contended', () => wait.record(nowNs() - calledAt));
-        } catch (error) {
-          failures.set(impl.name, (failures.get(impl.name) ?? 0) + 1);
-          errors.set(impl.name, error instanceof Error ? error.message : String(error));
-        }
-      },
-    };
-  });
-  const results = await compareContended(cases, LOCK_CONTENDED);
-  const rows = contendedRows(results, oursName);
-  for (const row of rows) row.metrics.failures = failures.get(row.impl) ?? 0;
-  return {
+async function natsLockContended(
+  impls: LockImpl[],
+  skipped: ReportRow[],
+  oursName?: string,
+): Promise<Scenario> {
+  // The per-implementation failures stay in the rows; this suite's JSON never had the map.
+  const { failures: _failures, ...scenario } = await lockContended(impls, skipped, oursName, LOCK_CONTENDED, {
     id: 'nats.lock.contended',
-    title: `4b. lock, ${LOCK_CONTENDED.callers} contenders looping acquire + release on one key`,
-    columns: [
-      { key: 'opsPerSec', label: 'ops/s', format: fmt.ops },
-      { key: 'waitP50Us', label: 'wait p50 µs', format: fmt.us },
-      { key: 'waitP99Us', label: 'wait p99 µs', format: fmt.us },
-      { key: 'waitMaxUs', label: 'wait max µs', format: fmt.us },
-      { key: 'leastServedShare', label: 'least-served', format: fmt.share },
-      { key: 'minPerCaller', label: 'min ops', format: fmt.int },
-      { key: 'maxPerCaller', label: 'max ops', format: fmt.int },
-      { key: 'failures', label: 'failed', format: fmt.int },
-      ratioColumn(),
-    ],
-    rows: [...rows, ...skipped],
     notes: [
-      `${LOCK_CONTENDED.rounds} rounds of ${LOCK_CONTENDED.opsPerRound.toLocaleString('en-US')} ops shared by the contenders after ${LOCK_CONTENDED.warmupOps} warm-up ops; wait = acquire call -> lock held`,
-      'least-served = min ops of one contender / mean ops per contender (1.00 = perfectly fair, 0 = starvation)',
       "ours (NATS): one LockManager, waiters woken by a KV watch on the key (fairness 'none': every woken waiter races a create); Redis adapter: FIFO line",
-      ...[...errors].map(([name, message]) => `${name}: last failure: ${message}`),
     ],
-    raw: results,
-  };
+  });
+  return scenario;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -751,40 +456,40 @@ async function cleanUp(): Promise<{ deleted: number; left: number }> {
   }
 }
 
-function split<T>(all: Loaded<T>[]): { ok: T[]; skipped: ReportRow[] } {
-  const ok: T[] = [];
-  const skipped: ReportRow[] = [];
-  for (const l of all) {
-    if (l.available) ok.push(l.value);
-    else skipped.push(unavailableRow(label(l), l.reason));
-  }
-  return { ok, skipped };
-}
-
-function nameOf<T extends { name: string }>(loaded: Loaded<T>): string | undefined {
-  return loaded.available ? loaded.value.name : undefined;
-}
-
-function reasonOf(loaded: Loaded<unknown>): string | undefined {
-  return loaded.available ? undefined : loaded.reason;
-}
-
-async function closeAll(items: { close(): Promise<void> }[]): Promise<void> {
-  await Promise.allSettled(items.map((i) => i.close()));
+/** A target on ours / raw of one metric; `row` maps an implementation's name to its table row. */
+function oursOverRaw(
+  s: Scenario,
+  description: string,
+  key: string,
+  impls: { ours: Loaded<{ name: string }>; raw: Loaded<{ name: string }> },
+  target: number,
+  row: (name: string | undefined) => string | undefined = (name) => name,
+): TargetCheck {
+  const { ours, raw } = impls;
+  return checkTarget(
+    s.id,
+    description,
+    { name: OURS, value: metric(s, row(nameOf(ours)), key) },
+    {
+      name: label(raw),
+      value: metric(s, row(nameOf(raw)), key),
+      reason: loadFailure(raw) ?? loadFailure(ours) ?? missing(s, row(nameOf(ours))),
+    },
+    target,
+  );
 }
 
 export async function runNatsSuite(log: (line: string) => void = () => {}): Promise<SuiteReport> {
-  const startedAt = new Date();
-  const t0 = nowNs();
+  const started = startClock();
   const scenarios: Scenario[] = [];
   const targets: TargetCheck[] = [];
   const notes: string[] = [
     'ratios are ours/peer on throughput (ops/s, msgs/s, jobs/s): above 1.00x ours is faster',
-    `server ${NATS_URL.replace(/\/\/[^@/]*@/, '//***@')}, run id ${RUN_ID} (every subject, stream and bucket of the run contains it)`,
+    `server ${redact(NATS_URL)}, run id ${RUN_ID} (every subject, stream and bucket of the run contains it)`,
     'the machine is shared with other work while this runs: figures move between runs; compare ratios taken in one run',
   ];
 
-  log(`connecting to ${NATS_URL.replace(/\/\/[^@/]*@/, '//***@')}...`);
+  log(`connecting to ${redact(NATS_URL)}...`);
   const server = await loadPeer('@nats-io/transport-node', async () => {
     const nc = await rawConnection();
     const version = nc.info?.version ?? '?';
@@ -793,26 +498,13 @@ export async function runNatsSuite(log: (line: string) => void = () => {}): Prom
     if (!jetstream) throw new Error(`nats-server ${version} runs without JetStream`);
     return { version };
   });
-  const peers: Loaded<unknown>[] = [server];
-  if (!server.available) {
-    scenarios.push({
-      id: 'nats',
+  if (!server.available)
+    return unreachableReport('nats', started, server, notes, {
       title: 'NATS suite (UNAVAILABLE)',
-      columns: [],
-      rows: [unavailableRow('all implementations', `NATS at NATS_URL is not usable: ${server.reason}`)],
-      notes: ['start nats-server with JetStream (`nats-server -js`) or set NATS_URL'],
+      reason: `NATS at NATS_URL is not usable: ${server.reason}`,
+      hint: 'start nats-server with JetStream (`nats-server -js`) or set NATS_URL',
     });
-    return {
-      suite: 'nats',
-      startedAt: startedAt.toISOString(),
-      durationMs: sinceMs(t0),
-      machine: machineInfo(),
-      peers: peers.map(peerInfo),
-      scenarios,
-      targets,
-      notes,
-    };
-  }
+  const peers: Loaded<unknown>[] = [server];
   notes.push(`nats-server ${server.value.version}`);
 
   try {
@@ -831,15 +523,11 @@ export async function runNatsSuite(log: (line: string) => void = () => {}): Prom
       );
       scenarios.push(s);
       targets.push(
-        checkTarget(
-          s.id,
+        oursOverRaw(
+          s,
           'cache set+get ops/s: ours >= 0.90x raw KV put/get',
-          { name: OURS, value: metric(s, nameOf(oursKv), 'opsPerSec') },
-          {
-            name: label(rawKv),
-            value: metric(s, nameOf(rawKv), 'opsPerSec'),
-            reason: reasonOf(rawKv) ?? reasonOf(oursKv) ?? missing(s, nameOf(oursKv)),
-          },
+          'opsPerSec',
+          { ours: oursKv, raw: rawKv },
           0.9,
         ),
       );
@@ -857,20 +545,25 @@ export async function runNatsSuite(log: (line: string) => void = () => {}): Prom
         'nats.pubsub',
         '2. pub/sub',
         ok.map((i) => i.name),
-        () => pubSubThroughput(ok, skipped, nameOf(oursPs)),
+        () =>
+          pubSubThroughput(ok, skipped, nameOf(oursPs), {
+            id: 'nats.pubsub',
+            number: '2',
+            settings: PUBSUB,
+            notes: [
+              "ours: two PubSubManager instances of one app, each with its own createNatsPubSub (own connection); payload { r, s, t } through core's serializer plus the publisher-id envelope; raw: two connections, JSON.stringify / parse of the same payload",
+            ],
+          }),
       );
       scenarios.push(s);
       targets.push(
-        checkTarget(
-          s.id,
+        oursOverRaw(
+          s,
           'pub/sub burst msgs/s: ours >= 0.90x raw core NATS',
-          { name: OURS, value: metric(s, `${nameOf(oursPs)} [burst]`, 'msgsPerSec') },
-          {
-            name: label(rawPs),
-            value: metric(s, `${nameOf(rawPs)} [burst]`, 'msgsPerSec'),
-            reason: reasonOf(rawPs) ?? reasonOf(oursPs) ?? missing(s, `${nameOf(oursPs)} [burst]`),
-          },
+          'msgsPerSec',
+          { ours: oursPs, raw: rawPs },
           0.9,
+          burstRow,
         ),
       );
       await closeAll(ok);
@@ -891,15 +584,11 @@ export async function runNatsSuite(log: (line: string) => void = () => {}): Prom
       );
       scenarios.push(s);
       targets.push(
-        checkTarget(
-          s.id,
+        oursOverRaw(
+          s,
           'queue end-to-end jobs/s: ours >= 0.80x raw JetStream publish+pull+ack',
-          { name: OURS, value: metric(s, nameOf(oursQ), 'jobsPerSec') },
-          {
-            name: label(rawQ),
-            value: metric(s, nameOf(rawQ), 'jobsPerSec'),
-            reason: reasonOf(rawQ) ?? reasonOf(oursQ) ?? missing(s, nameOf(oursQ)),
-          },
+          'jobsPerSec',
+          { ours: oursQ, raw: rawQ },
           0.8,
         ),
       );
@@ -925,10 +614,10 @@ export async function runNatsSuite(log: (line: string) => void = () => {}): Prom
       const { ok, skipped } = split([oursLock, redisLock]);
       const names = ok.map((i) => i.name);
       const seq = await guard('nats.lock.sequential', '4a. lock sequential', names, () =>
-        lockSequential(ok, skipped, nameOf(oursLock)),
+        natsLockSequential(ok, skipped, nameOf(oursLock)),
       );
       const cont = await guard('nats.lock.contended', '4b. lock contended', names, () =>
-        lockContended(ok, skipped, nameOf(oursLock)),
+        natsLockContended(ok, skipped, nameOf(oursLock)),
       );
       scenarios.push(seq, cont);
       const oursName = nameOf(oursLock);
@@ -940,7 +629,7 @@ export async function runNatsSuite(log: (line: string) => void = () => {}): Prom
           metric(cont, oursName, 'leastServedShare'),
           0.000001,
           '>=',
-          reasonOf(oursLock) ?? missing(cont, oursName),
+          loadFailure(oursLock) ?? missing(cont, oursName),
         ),
         checkFigure(
           cont.id,
@@ -949,7 +638,7 @@ export async function runNatsSuite(log: (line: string) => void = () => {}): Prom
           metric(cont, oursName, 'failures'),
           0,
           '==',
-          reasonOf(oursLock) ?? missing(cont, oursName),
+          loadFailure(oursLock) ?? missing(cont, oursName),
         ),
       );
       notes.push(
@@ -968,14 +657,5 @@ export async function runNatsSuite(log: (line: string) => void = () => {}): Prom
     if (redisKeys > 0) notes.push(`clean-up: ${redisKeys} Redis keys of the reference lock deleted`);
   }
 
-  return {
-    suite: 'nats',
-    startedAt: startedAt.toISOString(),
-    durationMs: sinceMs(t0),
-    machine: machineInfo(),
-    peers: peers.map(peerInfo),
-    scenarios,
-    targets,
-    notes,
-  };
+  return suiteReport('nats', started, { peers: peers.map(peerInfo), scenarios, targets, notes });
 }

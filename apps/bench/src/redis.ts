@@ -4,41 +4,67 @@
  * (REDIS_URL, default redis://127.0.0.1:6379). Every key this run writes carries a unique run id, and
  * is deleted at the end with SCAN + UNLINK on that id; nothing ever runs FLUSHALL / FLUSHDB.
  */
-import { randomBytes } from 'node:crypto';
-import process from 'node:process';
 import type { Cluster } from '@cluster/core';
 import type { Redis } from 'ioredis';
 import {
   checkFigure,
   checkTarget,
   compareContended,
-  compareThroughput,
-  contendedRows,
   fmt,
   type Loaded,
   loadPeer,
-  machineInfo,
-  median,
   nowNs,
   peerInfo,
   Recorder,
   type ReportRow,
-  ratioColumn,
   type Scenario,
   type SuiteReport,
   sinceMs,
   type TargetCheck,
   throughputColumns,
-  throughputRows,
 } from './harness.js';
+import { loadBullmq } from './peers/bullmq.js';
+import { type LockImpl, lockContended, lockSequential } from './scenarios/lock.js';
+import { burstRow, managerPubSub, type PubSubImpl, pubSubThroughput, type Tick } from './scenarios/pubsub.js';
+import {
+  type ConcurrentChannelQueue,
+  channelLane,
+  eventQueueChannels,
+  missingJobs,
+  queueE2eColumns,
+  queueE2eRows,
+  queuePickup,
+  runQueueRounds,
+} from './scenarios/queue.js';
+import {
+  closeAll,
+  guard,
+  type KvImpl as Kv,
+  label,
+  metric,
+  missing,
+  nameOf,
+  newRunId,
+  REDIS_URL,
+  reasonOf,
+  redact,
+  sequentialMethod,
+  sleep,
+  smokeKv,
+  split,
+  startClock,
+  suiteReport,
+  throughputScenario,
+  unavailableRow,
+  unreachableReport,
+} from './suite.js';
 
 // ---------------------------------------------------------------------------------------------
 // Settings (tuned for well under 3 minutes on 2 cores)
 // ---------------------------------------------------------------------------------------------
 
-const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 /** Part of every key, channel and queue name of this run; the clean-up deletes `*<RUN_ID>*`. */
-const RUN_ID = `bench${Date.now().toString(36)}${randomBytes(3).toString('hex')}`;
+const RUN_ID = newRunId();
 
 const CACHE_KEYS = 1_000;
 const SEQ = { warmupOps: 1_000, rounds: 7, opsPerRound: 20_000, sampleEvery: 4, maxRoundMs: 600 };
@@ -49,13 +75,13 @@ const LOCK_TTL = 10_000;
 const LOCK_CONTENDED = { callers: 50, opsPerRound: 5_000, warmupOps: 500, rounds: 2 };
 const STAMPEDE = { instances: 4, keys: 50, callersPerInstance: 25, loaderMs: 5 };
 
-const SEQ_METHOD = `${SEQ.rounds} rounds of up to ${SEQ.opsPerRound.toLocaleString('en-US')} ops or ${SEQ.maxRoundMs} ms after up to ${SEQ.warmupOps.toLocaleString('en-US')} warm-up ops; one caller, every op awaited before the next; rounds interleaved; ops/s = median round; latency on every ${SEQ.sampleEvery}th op`;
+const SEQ_METHOD = sequentialMethod(SEQ, 'one caller, every op awaited before the next');
 const CONCURRENT_METHOD = `${CONCURRENT.callers} callers in flight sharing ${CONCURRENT.opsPerRound.toLocaleString('en-US')} ops per round, ${CONCURRENT.rounds} rounds after ${CONCURRENT.warmupOps.toLocaleString('en-US')} warm-up ops; p50/p99 = latency of one op under that load`;
 
 const OURS = '@cluster/adapter-redis';
 
 // ---------------------------------------------------------------------------------------------
-// Shared helpers
+// Values and clients
 // ---------------------------------------------------------------------------------------------
 
 interface Value {
@@ -69,39 +95,6 @@ function makeValue(id: number): Value {
   return { id, name: `user-${id}`, tags: ['admin', 'editor', `team-${id % 7}`], at: Date.now() };
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-function label(loaded: Loaded<unknown>, suffix = ''): string {
-  return `${loaded.name}${loaded.version ? `@${loaded.version}` : ''} ${suffix}`.trim();
-}
-
-function unavailableRow(impl: string, reason: string, status?: 'failed'): ReportRow {
-  return { impl, available: false, reason, metrics: {}, ...(status && { status }) };
-}
-
-/** ioredis connection fields from REDIS_URL, for libraries that want options rather than a URL. */
-function redisOptionsFromUrl(url: string): {
-  host: string;
-  port: number;
-  db?: number;
-  username?: string;
-  password?: string;
-  tls?: object;
-} {
-  const u = new URL(url);
-  const db = Number(u.pathname.replace(/^\//, ''));
-  return {
-    host: u.hostname || '127.0.0.1',
-    port: Number(u.port || 6379),
-    ...(Number.isInteger(db) && db > 0 && { db }),
-    ...(u.username && { username: decodeURIComponent(u.username) }),
-    ...(u.password && { password: decodeURIComponent(u.password) }),
-    ...(u.protocol === 'rediss:' && { tls: {} }),
-  };
-}
-
 async function newIoredis(): Promise<Redis> {
   const { Redis } = await import('ioredis');
   const client = new Redis(REDIS_URL, { lazyConnect: true });
@@ -110,68 +103,11 @@ async function newIoredis(): Promise<Redis> {
   return client;
 }
 
-/** Resolves when `check()` is true, polling every `everyMs`; false after `timeoutMs`. */
-async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs: number, everyMs = 10) {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    if (await check()) return true;
-    if (Date.now() > end) return false;
-    await sleep(everyMs);
-  }
-}
-
-/** A scenario that throws is reported as failed (with the error) instead of ending the run. */
-async function guard(
-  id: string,
-  title: string,
-  impls: string[],
-  run: () => Promise<Scenario>,
-): Promise<Scenario> {
-  try {
-    return await run();
-  } catch (error) {
-    const reason = error instanceof Error ? error.message : String(error);
-    return {
-      id,
-      title: `${title} (FAILED)`,
-      columns: [{ key: 'error', label: 'error' }],
-      rows: [unavailableRow(impls.join(', ') || '-', reason, 'failed')],
-      notes: [],
-    };
-  }
-}
-
-function metric(s: Scenario | undefined, impl: string | undefined, key: string): number | null {
-  const v = s?.rows.find((r) => r.impl === impl && r.available)?.metrics[key];
-  return typeof v === 'number' ? v : null;
-}
-
-/** Why a figure is missing: the row's reason, or the scenario's failure. */
-function missing(s: Scenario | undefined, impl: string | undefined): string | undefined {
-  if (s === undefined) return 'scenario not run';
-  const row = s.rows.find((r) => r.impl === impl);
-  if (row && !row.available) return `${row.impl}: ${row.reason ?? 'unavailable'}`;
-  const failed = s.rows.find((r) => r.status === 'failed');
-  return failed ? `scenario failed: ${failed.reason}` : undefined;
-}
-
 // ---------------------------------------------------------------------------------------------
 // 1. cache set + get
 // ---------------------------------------------------------------------------------------------
 
-interface KvImpl {
-  name: string;
-  set(key: string, value: Value): Promise<unknown>;
-  get(key: string): Promise<Value | undefined>;
-  close(): Promise<void>;
-}
-
-async function smokeKv(impl: KvImpl): Promise<void> {
-  const v = makeValue(7);
-  await impl.set('smoke', v);
-  const got = await impl.get('smoke');
-  if (got?.id !== v.id || got.tags.length !== v.tags.length) throw new Error('set/get round trip failed');
-}
+type KvImpl = Kv<Value>;
 
 async function loadOursKv(): Promise<Loaded<KvImpl>> {
   const loaded = await loadPeer(OURS, async () => {
@@ -192,7 +128,7 @@ async function loadOursKv(): Promise<Loaded<KvImpl>> {
       get: (k) => cache.get<Value>(k),
       close: () => app.stop(),
     };
-    await smokeKv(impl);
+    await smokeKv(impl, makeValue(7));
     return impl;
   });
   if (loaded.available) loaded.value.name = 'ours: core cache + createRedisCacheStore';
@@ -214,7 +150,7 @@ async function loadRawKv(): Promise<Loaded<KvImpl>> {
         await client.quit();
       },
     };
-    await smokeKv(impl);
+    await smokeKv(impl, makeValue(7));
     return impl;
   });
   if (loaded.available) loaded.value.name = label(loaded, 'raw SET/GET + JSON');
@@ -232,7 +168,7 @@ async function loadKeyvKv(): Promise<Loaded<KvImpl>> {
       get: (k) => keyv.get<Value>(k),
       close: () => keyv.disconnect(),
     };
-    await smokeKv(impl);
+    await smokeKv(impl, makeValue(7));
     return impl;
   });
   if (loaded.available) loaded.value.name = label(loaded, `+ @keyv/redis@${keyvRedisVersion()}`);
@@ -254,7 +190,7 @@ async function loadCacheManagerKv(): Promise<Loaded<KvImpl>> {
         await cache.disconnect();
       },
     };
-    await smokeKv(impl);
+    await smokeKv(impl, makeValue(7));
     return impl;
   });
   if (loaded.available) loaded.value.name = label(loaded, `+ @keyv/redis@${keyvRedisVersion()}`);
@@ -286,23 +222,22 @@ function kvCases(impls: KvImpl[], wrong: Map<string, number>) {
 
 async function cacheSequential(impls: KvImpl[], skipped: ReportRow[], oursName?: string): Promise<Scenario> {
   const wrong = new Map<string, number>();
-  const cases = kvCases(impls, wrong).map((c) => ({ name: c.impl.name, op: c.op }));
-  const results = await compareThroughput(cases, SEQ);
-  const rows = throughputRows(results, oursName);
-  for (const row of rows) row.metrics.wrongReads = wrong.get(row.impl) ?? 0;
-  return {
+  return throughputScenario({
     id: 'redis.cache.setget',
     title: `1a. cache set+get over Redis, small object, ${CACHE_KEYS.toLocaleString('en-US')} keys, sequential (1 op = set + get, 2 round trips)`,
-    columns: [...throughputColumns, { key: 'wrongReads', label: 'bad reads', format: fmt.int }],
-    rows: [...rows, ...skipped],
+    cases: kvCases(impls, wrong).map((c) => ({ name: c.impl.name, op: c.op })),
+    settings: SEQ,
+    oursName,
+    skipped,
+    extraColumns: [{ key: 'wrongReads', label: 'bad reads', format: fmt.int }],
+    extraMetrics: (impl) => ({ wrongReads: wrong.get(impl) ?? 0 }),
     notes: [
       SEQ_METHOD,
       "ours: createCluster({ cache: { defaultStore: 'redis', stores: { redis: createRedisCacheStore() } } }), cacheManager.createCache(); tagged-JSON serializer, key namespacing, a command timeout on every call",
       'raw ioredis: default client options, SET/GET of JSON.stringify / JSON.parse (the floor: no namespacing, no timeouts, no error mapping)',
       'keyv and cache-manager 7 use @keyv/redis, which runs on node-redis (@redis/client), not ioredis: the client library differs too',
     ],
-    raw: results,
-  };
+  });
 }
 
 async function cacheConcurrent(impls: KvImpl[], skipped: ReportRow[], oursName?: string): Promise<Scenario> {
@@ -345,22 +280,6 @@ async function cacheConcurrent(impls: KvImpl[], skipped: ReportRow[], oursName?:
 // 2. pub/sub throughput
 // ---------------------------------------------------------------------------------------------
 
-type Receiver = (round: number, seq: number, sentAt: number) => void;
-
-interface PubSubImpl {
-  name: string;
-  /** Where received messages go; replaced per round. */
-  receiver: Receiver;
-  publish(round: number, seq: number, sentAt: number): Promise<unknown>;
-  close(): Promise<void>;
-}
-
-interface Tick {
-  r: number;
-  s: number;
-  t: number;
-}
-
 async function loadOursPubSub(): Promise<Loaded<PubSubImpl>> {
   const loaded = await loadPeer(OURS, async () => {
     const { createCluster } = await import('@cluster/core');
@@ -375,16 +294,9 @@ async function loadOursPubSub(): Promise<Loaded<PubSubImpl>> {
     const publisher = make('publisher');
     const subscriber = make('subscriber');
     await Promise.all([publisher.start(), subscriber.start()]);
-    const impl: PubSubImpl = {
-      name: '',
-      receiver: () => {},
-      publish: (r, s, t) => publisher.pubSubManager.publish('tick', { r, s, t } satisfies Tick),
-      close: async () => {
-        await Promise.all([publisher.stop(), subscriber.stop()]);
-      },
-    };
-    await subscriber.pubSubManager.subscribe('tick', (m: Tick) => impl.receiver(m.r, m.s, m.t));
-    return impl;
+    return managerPubSub(publisher.pubSubManager, subscriber.pubSubManager, async () => {
+      await Promise.all([publisher.stop(), subscriber.stop()]);
+    });
   });
   if (loaded.available) loaded.value.name = 'ours: PubSubManager + createRedisPubSub';
   return loaded;
@@ -413,144 +325,12 @@ async function loadRawPubSub(): Promise<Loaded<PubSubImpl>> {
   return loaded;
 }
 
-interface PubSubRound {
-  msgsPerSec: number;
-  received: number;
-  lost: number;
-  ms: number;
-}
-
-let pubSubRoundSeq = 0;
-
-/** One round: publish `n` messages (all in flight, or each awaited), until the last one arrives. */
-async function pubSubRound(
-  impl: PubSubImpl,
-  n: number,
-  mode: 'burst' | 'sequential',
-  latency: Recorder | undefined,
-): Promise<PubSubRound> {
-  const round = ++pubSubRoundSeq;
-  let received = 0;
-  let lastAt = 0;
-  let done!: () => void;
-  const all = new Promise<void>((resolve) => {
-    done = resolve;
-  });
-  impl.receiver = (r, s, t) => {
-    if (r !== round) return;
-    const now = nowNs();
-    received++;
-    lastAt = now;
-    if (latency && s % 4 === 0) latency.record(now - t);
-    if (received === n) done();
-  };
-  const t0 = nowNs();
-  if (mode === 'burst') {
-    const sent: Promise<unknown>[] = new Array(n);
-    for (let s = 0; s < n; s++) sent[s] = impl.publish(round, s, nowNs());
-    await Promise.all(sent);
-  } else {
-    for (let s = 0; s < n; s++) await impl.publish(round, s, nowNs());
-  }
-  let timer: NodeJS.Timeout | undefined;
-  await Promise.race([all, new Promise<void>((resolve) => (timer = setTimeout(resolve, PUBSUB.timeoutMs)))]);
-  clearTimeout(timer);
-  impl.receiver = () => {};
-  const ms = ((received === n ? lastAt : nowNs()) - t0) / 1e6;
-  return { msgsPerSec: received / (ms / 1000), received, lost: n - received, ms };
-}
-
-interface PubSubResult {
-  name: string;
-  mode: 'burst' | 'sequential';
-  messages: number;
-  msgsPerSec: number;
-  rounds: PubSubRound[];
-  lost: number;
-  latency: ReturnType<Recorder['stats']>;
-}
-
-async function pubSubThroughput(
-  impls: PubSubImpl[],
-  skipped: ReportRow[],
-  oursName?: string,
-): Promise<Scenario> {
-  const results: PubSubResult[] = [];
-  for (const mode of ['burst', 'sequential'] as const) {
-    const n = mode === 'burst' ? PUBSUB.burst : PUBSUB.sequential;
-    const state = impls.map((impl) => ({ impl, rounds: [] as PubSubRound[], latency: new Recorder() }));
-    for (const s of state) await pubSubRound(s.impl, PUBSUB.warmup, mode, undefined);
-    for (let round = 0; round < PUBSUB.rounds; round++) {
-      for (let k = 0; k < state.length; k++) {
-        const s = state[(round + k) % state.length]!;
-        (globalThis as { gc?: () => void }).gc?.();
-        s.rounds.push(await pubSubRound(s.impl, n, mode, s.latency));
-      }
-    }
-    for (const s of state) {
-      results.push({
-        name: s.impl.name,
-        mode,
-        messages: n,
-        msgsPerSec: median(s.rounds.map((r) => r.msgsPerSec)),
-        rounds: s.rounds,
-        lost: s.rounds.reduce((a, r) => a + r.lost, 0),
-        latency: s.latency.stats(),
-      });
-    }
-  }
-  const rows: ReportRow[] = results.map((r) => {
-    const ours = results.find((o) => o.name === oursName && o.mode === r.mode);
-    return {
-      impl: `${r.name} [${r.mode}]`,
-      available: true,
-      metrics: {
-        msgsPerSec: r.msgsPerSec,
-        latencyP50Us: r.latency.p50Us,
-        latencyP99Us: r.latency.p99Us,
-        lost: r.lost,
-        messages: r.messages * r.rounds.length,
-        oursOverThis: ours ? ours.msgsPerSec / r.msgsPerSec : null,
-      },
-    };
-  });
-  return {
-    id: 'redis.pubsub',
-    title: `2. pub/sub throughput, one publisher instance -> one subscriber instance (${PUBSUB.burst.toLocaleString('en-US')} msgs all in flight [burst]; ${PUBSUB.sequential.toLocaleString('en-US')} msgs each awaited [sequential])`,
-    columns: [
-      { key: 'msgsPerSec', label: 'msgs/s', format: fmt.ops },
-      { key: 'latencyP50Us', label: 'deliv p50 µs', format: fmt.us },
-      { key: 'latencyP99Us', label: 'deliv p99 µs', format: fmt.us },
-      { key: 'lost', label: 'lost', format: fmt.int },
-      { key: 'messages', label: 'msgs', format: fmt.int },
-      ratioColumn(),
-    ],
-    rows: [...rows, ...skipped],
-    notes: [
-      `msgs/s = messages / (first publish call -> last message received), median of ${PUBSUB.rounds} interleaved rounds after a ${PUBSUB.warmup.toLocaleString('en-US')}-message warm-up; deliv = publish call -> handler, every 4th message`,
-      "ours: two createCluster instances of one app, each with its own createRedisPubSub; payload { r, s, t } through core's serializer plus the publisher-id envelope; raw: two ioredis clients, JSON.stringify / JSON.parse of the same payload",
-    ],
-    raw: results,
-  };
-}
-
 // ---------------------------------------------------------------------------------------------
 // 3. queue end-to-end and pickup latency
 // ---------------------------------------------------------------------------------------------
 
-type JobHandler = (i: number) => void;
-
-interface QueueImpl {
-  name: string;
-  /** Starts a consumer of `channel`; every job calls `handler(i)` when it starts. Ready when resolved. */
-  consume(channel: string, concurrency: number, handler: JobHandler): Promise<void>;
-  /** Enqueues jobs first..first+count-1, as fast as the library allows. */
-  publishMany(channel: string, first: number, count: number): Promise<void>;
-  publishOne(channel: string, i: number): Promise<unknown>;
-  /** Resolves once nothing is waiting or running on `channel` (false after the timeout). */
-  drained(channel: string, timeoutMs: number): Promise<boolean>;
-  close(): Promise<void>;
-}
+/** Every implementation of this suite takes the consumer's concurrency per channel, as BullMQ does. */
+type QueueImpl = ConcurrentChannelQueue;
 
 async function loadOursQueue(): Promise<Loaded<QueueImpl>> {
   const loaded = await loadPeer(OURS, async () => {
@@ -566,125 +346,16 @@ async function loadOursQueue(): Promise<Loaded<QueueImpl>> {
     const producer = make('producer');
     const consumer = make('consumer');
     await Promise.all([producer.start(), consumer.start()]);
-    const impl: QueueImpl = {
-      name: '',
-      async consume(channel, concurrency, handler) {
-        let ready!: () => void;
-        const first = new Promise<void>((resolve) => {
-          ready = resolve;
-        });
-        consumer.eventQueue.subscribe(channel, {
-          concurrency,
-          process: (payload: { i: number }) => {
-            if (payload.i < 0) ready();
-            else handler(payload.i);
-          },
-        });
-        // subscribe() starts consuming in the background: wait until a first job went through.
-        await producer.eventQueue.publish(channel, { i: -1 });
-        await first;
-      },
-      async publishMany(channel, first, count) {
-        for (let start = first; start < first + count; start += QUEUE.chunk) {
-          const end = Math.min(first + count, start + QUEUE.chunk);
-          const sent: Promise<unknown>[] = [];
-          for (let i = start; i < end; i++) sent.push(producer.eventQueue.publish(channel, { i }));
-          await Promise.all(sent);
-        }
-      },
-      publishOne: (channel, i) => producer.eventQueue.publish(channel, { i }),
-      drained: (channel, timeoutMs) =>
-        waitFor(
-          async () => {
-            const s = await producer.eventQueue.stats(channel);
-            return s.pending + s.inFlight + s.delayed === 0;
-          },
-          timeoutMs,
-          20,
-        ),
-      close: async () => {
-        await Promise.all([consumer.stop(), producer.stop()]);
-      },
+    const queues = {
+      producer: producer.eventQueue,
+      consumer: consumer.eventQueue,
+      statsOf: producer.eventQueue,
     };
-    return impl;
+    return eventQueueChannels(queues, QUEUE.chunk, async () => {
+      await Promise.all([consumer.stop(), producer.stop()]);
+    });
   });
   if (loaded.available) loaded.value.name = 'ours: EventQueue + createRedisQueue';
-  return loaded;
-}
-
-async function loadBullmq(): Promise<Loaded<QueueImpl>> {
-  const loaded = await loadPeer('bullmq', async () => {
-    const { Queue, Worker } = await import('bullmq');
-    // BullMQ's production advice: maxRetriesPerRequest null (required for workers), auto-removal of
-    // finished jobs. Its own key prefix keeps the run's keys apart.
-    const connection = { ...redisOptionsFromUrl(REDIS_URL), maxRetriesPerRequest: null };
-    const prefix = `${RUN_ID}-bull`;
-    const defaultJobOptions = { removeOnComplete: true, removeOnFail: 1_000 };
-    const queues = new Map<string, InstanceType<typeof Queue>>();
-    const workers: { close(): Promise<void> }[] = [];
-    const queueOf = (channel: string) => {
-      let q = queues.get(channel);
-      if (!q) {
-        q = new Queue(channel, { connection, prefix, defaultJobOptions });
-        q.on('error', () => {});
-        queues.set(channel, q);
-      }
-      return q;
-    };
-    const impl: QueueImpl = {
-      name: '',
-      async consume(channel, concurrency, handler) {
-        const queue = queueOf(channel);
-        await queue.waitUntilReady();
-        let ready!: () => void;
-        const first = new Promise<void>((resolve) => {
-          ready = resolve;
-        });
-        const worker = new Worker(
-          channel,
-          async (job) => {
-            const i = (job.data as { i: number }).i;
-            if (i < 0) ready();
-            else handler(i);
-          },
-          { connection, prefix, concurrency },
-        );
-        worker.on('error', () => {});
-        workers.push(worker);
-        await worker.waitUntilReady();
-        await queue.add('job', { i: -1 });
-        await first;
-      },
-      async publishMany(channel, first, count) {
-        const queue = queueOf(channel);
-        for (let start = first; start < first + count; start += QUEUE.chunk) {
-          const end = Math.min(first + count, start + QUEUE.chunk);
-          const jobs = [];
-          for (let i = start; i < end; i++) jobs.push({ name: 'job', data: { i } });
-          await queue.addBulk(jobs);
-        }
-      },
-      publishOne: (channel, i) => queueOf(channel).add('job', { i }),
-      drained: (channel, timeoutMs) =>
-        waitFor(
-          async () => {
-            const c = await queueOf(channel).getJobCounts('wait', 'active', 'delayed', 'prioritized');
-            return Object.values(c).every((v) => v === 0);
-          },
-          timeoutMs,
-          20,
-        ),
-      close: async () => {
-        await Promise.all(workers.map((w) => w.close()));
-        for (const q of queues.values()) {
-          await q.obliterate({ force: true }).catch(() => {});
-          await q.close();
-        }
-      },
-    };
-    return impl;
-  });
-  if (loaded.available) loaded.value.name = label(loaded, 'Queue.addBulk + Worker');
   return loaded;
 }
 
@@ -701,46 +372,6 @@ interface QueueE2eResult {
   missing: number;
 }
 
-/** One round: every job published at t0 (consumer idle and ready), until the last one started. */
-async function queueRound(
-  impl: QueueImpl,
-  channel: string,
-  handlerRef: { fn: JobHandler },
-  first: number,
-  jobs: number,
-): Promise<{ ms: number; publishMs: number; cpuUsPerJob: number; drainedMs: number; missing: number }> {
-  let seen = 0;
-  let lastAt = 0;
-  let done!: () => void;
-  const all = new Promise<void>((resolve) => {
-    done = resolve;
-  });
-  handlerRef.fn = (i) => {
-    if (i < first || i >= first + jobs) return;
-    seen++;
-    lastAt = nowNs();
-    if (seen === jobs) done();
-  };
-  const cpu0 = process.cpuUsage();
-  const t0 = nowNs();
-  await impl.publishMany(channel, first, jobs);
-  const publishMs = sinceMs(t0);
-  let timer: NodeJS.Timeout | undefined;
-  await Promise.race([all, new Promise<void>((resolve) => (timer = setTimeout(resolve, 60_000)))]);
-  clearTimeout(timer);
-  const ms = ((seen === jobs ? lastAt : nowNs()) - t0) / 1e6;
-  const cpu = process.cpuUsage(cpu0);
-  const d0 = nowNs();
-  await impl.drained(channel, 10_000);
-  return {
-    ms,
-    publishMs,
-    cpuUsPerJob: (cpu.user + cpu.system) / jobs,
-    drainedMs: sinceMs(d0),
-    missing: jobs - seen,
-  };
-}
-
 async function queueEndToEnd(
   impls: QueueImpl[],
   skipped: ReportRow[],
@@ -748,76 +379,48 @@ async function queueEndToEnd(
   log: (line: string) => void,
 ): Promise<Scenario> {
   const results: QueueE2eResult[] = [];
+  const rows: ReportRow[] = [];
   for (const concurrency of [50, 1] as const) {
     const channel = `e2e-c${concurrency}`;
-    const state = [];
-    for (const impl of impls) {
-      const handlerRef: { fn: JobHandler } = { fn: () => {} };
-      await impl.consume(channel, concurrency, (i) => handlerRef.fn(i));
-      state.push({ impl, handlerRef, next: 0, rounds: [] as Awaited<ReturnType<typeof queueRound>>[] });
-    }
-    // Warm-up: a few hundred jobs through each, untimed.
-    for (const s of state) {
-      await queueRound(s.impl, channel, s.handlerRef, s.next, 500);
-      s.next += 500;
-    }
-    const rounds = QUEUE.rounds[concurrency];
-    for (let round = 0; round < rounds; round++) {
-      for (let k = 0; k < state.length; k++) {
-        const s = state[(round + k) % state.length]!;
-        (globalThis as { gc?: () => void }).gc?.();
-        const r = await queueRound(s.impl, channel, s.handlerRef, s.next, QUEUE.jobs);
-        s.next += QUEUE.jobs;
-        s.rounds.push(r);
-        log(
-          `    c=${concurrency} ${s.impl.name}: ${Math.round(QUEUE.jobs / (r.ms / 1000))} jobs/s (${r.ms.toFixed(0)} ms)`,
-        );
-      }
-    }
-    for (const s of state) {
-      const perRound = s.rounds.map((r) => (QUEUE.jobs - r.missing) / (r.ms / 1000));
+    const lanes = impls.map((impl) =>
+      channelLane(impl, channel, (handler) => impl.consume(channel, concurrency, handler)),
+    );
+    const measured = await runQueueRounds(
+      lanes,
+      {
+        jobs: QUEUE.jobs,
+        rounds: QUEUE.rounds[concurrency],
+        warmup: 500,
+        timeoutMs: 60_000,
+        logPrefix: `c=${concurrency} `,
+      },
+      log,
+    );
+    for (const r of measured) {
       results.push({
-        name: s.impl.name,
+        name: r.name,
         concurrency,
         jobs: QUEUE.jobs,
-        jobsPerSec: median(perRound),
-        roundJobsPerSec: perRound,
-        roundMs: s.rounds.map((r) => r.ms),
-        publishMs: s.rounds.map((r) => r.publishMs),
-        cpuUsPerJob: s.rounds.map((r) => r.cpuUsPerJob),
-        drainedMs: s.rounds.map((r) => r.drainedMs),
-        missing: s.rounds.reduce((a, r) => a + r.missing, 0),
+        jobsPerSec: r.jobsPerSec,
+        roundJobsPerSec: r.roundJobsPerSec,
+        roundMs: r.rounds.map((x) => x.ms),
+        publishMs: r.rounds.map((x) => x.publishMs),
+        cpuUsPerJob: r.rounds.map((x) => x.cpuUsPerJob),
+        drainedMs: r.rounds.map((x) => x.settleMs),
+        missing: missingJobs(r),
       });
     }
+    rows.push(
+      ...queueE2eRows(measured, oursName, {
+        rowName: (name) => `${name} [c=${concurrency}]`,
+        countRounds: true,
+      }),
+    );
   }
-  const rows: ReportRow[] = results.map((r) => {
-    const ours = results.find((o) => o.name === oursName && o.concurrency === r.concurrency);
-    return {
-      impl: `${r.name} [c=${r.concurrency}]`,
-      available: true,
-      metrics: {
-        jobsPerSec: r.jobsPerSec,
-        roundMs: median(r.roundMs),
-        publishMs: median(r.publishMs),
-        cpuUsPerJob: median(r.cpuUsPerJob),
-        missing: r.missing,
-        rounds: r.roundMs.length,
-        oursOverThis: ours ? ours.jobsPerSec / r.jobsPerSec : null,
-      },
-    };
-  });
   return {
     id: 'redis.queue.e2e',
     title: `3a. queue end to end, ${QUEUE.jobs.toLocaleString('en-US')} no-op jobs, consumer concurrency 50 and 1`,
-    columns: [
-      { key: 'jobsPerSec', label: 'jobs/s', format: fmt.ops },
-      { key: 'roundMs', label: 'round ms', format: fmt.ms },
-      { key: 'publishMs', label: 'published ms', format: fmt.ms },
-      { key: 'cpuUsPerJob', label: 'cpu µs/job', format: fmt.us },
-      { key: 'missing', label: 'missing', format: fmt.int },
-      { key: 'rounds', label: 'rounds', format: fmt.int },
-      ratioColumn(),
-    ],
+    columns: queueE2eColumns(true),
     rows: [...rows, ...skipped],
     notes: [
       `jobs/s = jobs / (first publish call -> last handler started), consumer idle and ready at t0; median of interleaved rounds (${QUEUE.rounds[50]} at c=50, ${QUEUE.rounds[1]} at c=1) after a 500-job warm-up; the queue is drained (untimed) between rounds`,
@@ -830,70 +433,22 @@ async function queueEndToEnd(
   };
 }
 
-async function queuePickup(impls: QueueImpl[], skipped: ReportRow[], oursName?: string): Promise<Scenario> {
-  const state = [];
-  for (const impl of impls) {
-    const waiting = new Map<number, () => void>();
-    await impl.consume('pickup', 1, (i) => waiting.get(i)?.());
-    state.push({ impl, waiting, recorder: new Recorder() });
-  }
-  const total = QUEUE.pickupWarmup + QUEUE.pickups;
-  for (let n = 0; n < total; n++) {
-    for (let k = 0; k < state.length; k++) {
-      const s = state[(n + k) % state.length]!;
-      const started = new Promise<void>((resolve) => s.waiting.set(n, resolve));
-      const t0 = nowNs();
-      await Promise.all([s.impl.publishOne('pickup', n), started]);
-      if (n >= QUEUE.pickupWarmup) s.recorder.record(nowNs() - t0);
-      s.waiting.delete(n);
-      // Let the consumer settle the job and go back to waiting, so every pickup starts idle.
-      await sleep(5);
-    }
-  }
-  const stats = state.map((s) => ({ name: s.impl.name, latency: s.recorder.stats() }));
-  const ours = stats.find((r) => r.name === oursName);
-  return {
+function queuePickupScenario(impls: QueueImpl[], skipped: ReportRow[], oursName?: string): Promise<Scenario> {
+  const lanes = impls.map((impl) =>
+    channelLane(impl, 'pickup', (handler) => impl.consume('pickup', 1, handler)),
+  );
+  return queuePickup(lanes, skipped, oursName, {
     id: 'redis.queue.pickup',
     title: `3b. queue single-job pickup latency (publish one job -> its handler starts; consumer idle, concurrency 1), ${QUEUE.pickups} samples`,
-    columns: [
-      { key: 'p50Us', label: 'p50 µs', format: fmt.us },
-      { key: 'p99Us', label: 'p99 µs', format: fmt.us },
-      { key: 'meanUs', label: 'mean µs', format: fmt.us },
-      { key: 'maxUs', label: 'max µs', format: fmt.us },
-      { key: 'thisOverOurs', label: 'this/ours p50', format: fmt.ratio },
-    ],
-    rows: [
-      ...stats.map((r) => ({
-        impl: r.name,
-        available: true,
-        metrics: {
-          p50Us: r.latency.p50Us,
-          p99Us: r.latency.p99Us,
-          meanUs: r.latency.meanUs,
-          maxUs: r.latency.maxUs,
-          samples: r.latency.samples,
-          thisOverOurs: ours ? r.latency.p50Us / ours.latency.p50Us : null,
-        },
-      })),
-      ...skipped,
-    ],
-    notes: [
-      `implementations alternate sample by sample, ${QUEUE.pickupWarmup} warm-up samples each, 5 ms pause after each; this/ours p50 above 1.00x means ours picks up faster`,
-    ],
-    raw: stats,
-  };
+    pickups: QUEUE.pickups,
+    warmup: QUEUE.pickupWarmup,
+    untilPublished: true,
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
 // 4. lock
 // ---------------------------------------------------------------------------------------------
-
-interface LockImpl {
-  name: string;
-  /** Acquire `key` (waiting), call `onAcquired`, release. */
-  cycle(key: string, caller: number, onAcquired?: () => void): Promise<void>;
-  close(): Promise<void>;
-}
 
 async function loadOursLock(): Promise<
   Loaded<{ app: Cluster; acquireRelease: LockImpl; runExclusive: LockImpl }>
@@ -967,71 +522,26 @@ async function loadRedisSemaphore(): Promise<Loaded<LockImpl>> {
   return loaded;
 }
 
-async function lockSequential(impls: LockImpl[], skipped: ReportRow[], oursName?: string): Promise<Scenario> {
-  const cases = impls.map((impl, n) => ({ name: impl.name, op: () => impl.cycle(`seq-${n}`, 0) }));
-  const results = await compareThroughput(cases, SEQ);
-  return {
+function redisLockSequential(impls: LockImpl[], skipped: ReportRow[], oursName?: string): Promise<Scenario> {
+  return lockSequential(impls, skipped, oursName, SEQ, {
     id: 'redis.lock.sequential',
     title: `4a. lock acquire + release over Redis, sequential, one key per implementation, ttl ${LOCK_TTL} ms`,
-    columns: throughputColumns,
-    rows: [...throughputRows(results, oursName), ...skipped],
     notes: [
       SEQ_METHOD,
       'ours: a fencing token per grant (INCR in the acquire script), owner+token-checked release that hands the key to the next waiter in a FIFO line; runExclusive also arms a renewal timer',
       'redis-semaphore Mutex: SET NX PX, release by an owner-checked Lua DEL, a refresh interval while held; waiters poll every retryInterval (default 10 ms); one Mutex reused (its cheapest use)',
     ],
-    raw: results,
-  };
+  });
 }
 
-async function lockContended(
-  impls: LockImpl[],
-  skipped: ReportRow[],
-  oursName?: string,
-): Promise<Scenario & { failures: Map<string, number> }> {
-  const failures = new Map<string, number>();
-  const errors = new Map<string, string>();
-  const cases = impls.map((impl) => {
-    failures.set(impl.name, 0);
-    return {
-      name: impl.name,
-      async op(caller: number, calledAt: number, wait: Recorder) {
-        try {
-          await impl.cycle('contended', caller, () => wait.record(nowNs() - calledAt));
-        } catch (error) {
-          failures.set(impl.name, (failures.get(impl.name) ?? 0) + 1);
-          errors.set(impl.name, error instanceof Error ? error.message : String(error));
-        }
-      },
-    };
-  });
-  const results = await compareContended(cases, LOCK_CONTENDED);
-  const rows = contendedRows(results, oursName);
-  for (const row of rows) row.metrics.failures = failures.get(row.impl) ?? 0;
-  return {
+function redisLockContended(impls: LockImpl[], skipped: ReportRow[], oursName?: string) {
+  return lockContended(impls, skipped, oursName, LOCK_CONTENDED, {
     id: 'redis.lock.contended',
-    title: `4b. lock, ${LOCK_CONTENDED.callers} contenders looping acquire + release on one key`,
-    columns: [
-      { key: 'opsPerSec', label: 'ops/s', format: fmt.ops },
-      { key: 'waitP50Us', label: 'wait p50 µs', format: fmt.us },
-      { key: 'waitP99Us', label: 'wait p99 µs', format: fmt.us },
-      { key: 'waitMaxUs', label: 'wait max µs', format: fmt.us },
-      { key: 'leastServedShare', label: 'least-served', format: fmt.share },
-      { key: 'minPerCaller', label: 'min ops', format: fmt.int },
-      { key: 'maxPerCaller', label: 'max ops', format: fmt.int },
-      { key: 'failures', label: 'failed', format: fmt.int },
-      ratioColumn(),
-    ],
-    rows: [...rows, ...skipped],
+    methodDetail: 'min/max ops per contender over the measured rounds',
     notes: [
-      `${LOCK_CONTENDED.rounds} rounds of ${LOCK_CONTENDED.opsPerRound.toLocaleString('en-US')} ops shared by the contenders after ${LOCK_CONTENDED.warmupOps} warm-up ops; wait = acquire call -> lock held; min/max ops per contender over the measured rounds`,
-      'least-served = min ops of one contender / mean ops per contender (1.00 = perfectly fair, 0 = starvation)',
       'ours: one LockManager (one adapter, its waiters woken by pub/sub on release); redis-semaphore: one Mutex per contender on one ioredis client, default retryInterval 10 ms, acquireTimeout 10 s',
-      ...[...errors].map(([name, message]) => `${name}: last failure: ${message}`),
     ],
-    raw: results,
-    failures,
-  };
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1236,39 +746,16 @@ async function cleanUp(admin: Redis): Promise<{ deleted: number; left: number }>
 // Suite
 // ---------------------------------------------------------------------------------------------
 
-function split<T>(all: Loaded<T>[]): { ok: T[]; skipped: ReportRow[] } {
-  const ok: T[] = [];
-  const skipped: ReportRow[] = [];
-  for (const l of all) {
-    if (l.available) ok.push(l.value);
-    else skipped.push(unavailableRow(label(l), l.reason));
-  }
-  return { ok, skipped };
-}
-
-function nameOf<T extends { name: string }>(loaded: Loaded<T>): string | undefined {
-  return loaded.available ? loaded.value.name : undefined;
-}
-
-function reasonOf(loaded: Loaded<unknown>): string | undefined {
-  return loaded.available ? undefined : `${loaded.name} unavailable: ${loaded.reason}`;
-}
-
-async function closeAll(items: { close(): Promise<void> }[]): Promise<void> {
-  await Promise.all(items.map((i) => i.close().catch(() => {})));
-}
-
 export async function runRedisSuite(log: (line: string) => void = () => {}): Promise<SuiteReport> {
-  const startedAt = new Date();
-  const t0 = nowNs();
+  const started = startClock();
   const scenarios: Scenario[] = [];
   const targets: TargetCheck[] = [];
   const notes: string[] = [
     'ratios are ours/peer on throughput (ops/s, msgs/s, jobs/s): above 1.00x ours is faster; pickup compares p50 latency (this/ours: above 1.00x ours is faster)',
-    `server ${REDIS_URL.replace(/\/\/[^@/]*@/, '//***@')}, run id ${RUN_ID} (every key of the run contains it)`,
+    `server ${redact(REDIS_URL)}, run id ${RUN_ID} (every key of the run contains it)`,
   ];
 
-  log(`connecting to ${REDIS_URL.replace(/\/\/[^@/]*@/, '//***@')}...`);
+  log(`connecting to ${redact(REDIS_URL)}...`);
   const server = await loadPeer('ioredis', async () => {
     const { Redis } = await import('ioredis');
     const admin = new Redis(REDIS_URL, {
@@ -1283,27 +770,13 @@ export async function runRedisSuite(log: (line: string) => void = () => {}): Pro
     const version = /redis_version:(\S+)/.exec(info)?.[1] ?? '?';
     return { admin, version };
   });
-  const peers: Loaded<unknown>[] = [server];
-  if (!server.available) {
-    const reason = `Redis at REDIS_URL is not reachable: ${server.reason}`;
-    scenarios.push({
-      id: 'redis',
+  if (!server.available)
+    return unreachableReport('redis', started, server, notes, {
       title: 'Redis suite (UNAVAILABLE)',
-      columns: [],
-      rows: [unavailableRow('all implementations', reason)],
-      notes: ['start a Redis server (e.g. `docker compose up -d redis`) or set REDIS_URL'],
+      reason: `Redis at REDIS_URL is not reachable: ${server.reason}`,
+      hint: 'start a Redis server (e.g. `docker compose up -d redis`) or set REDIS_URL',
     });
-    return {
-      suite: 'redis',
-      startedAt: startedAt.toISOString(),
-      durationMs: sinceMs(t0),
-      machine: machineInfo(),
-      peers: peers.map(peerInfo),
-      scenarios,
-      targets,
-      notes,
-    };
-  }
+  const peers: Loaded<unknown>[] = [server];
   const { admin, version: serverVersion } = server.value;
   notes.push(`redis-server ${serverVersion}`);
   keyvRedis = await loadPeer('@keyv/redis', async () => import('@keyv/redis'));
@@ -1365,20 +838,28 @@ export async function runRedisSuite(log: (line: string) => void = () => {}): Pro
       'redis.pubsub',
       '2. pub/sub throughput',
       ok.map((i) => i.name),
-      () => pubSubThroughput(ok, skipped, nameOf(oursPs)),
+      () =>
+        pubSubThroughput(ok, skipped, nameOf(oursPs), {
+          id: 'redis.pubsub',
+          number: '2',
+          settings: PUBSUB,
+          notes: [
+            "ours: two createCluster instances of one app, each with its own createRedisPubSub; payload { r, s, t } through core's serializer plus the publisher-id envelope; raw: two ioredis clients, JSON.stringify / JSON.parse of the same payload",
+          ],
+        }),
     );
     scenarios.push(s);
-    const oursBurst = nameOf(oursPs) && `${nameOf(oursPs)} [burst]`;
-    const rawBurst = nameOf(rawPs) && `${nameOf(rawPs)} [burst]`;
+    const oursBurst = burstRow(nameOf(oursPs));
+    const rawBurst = burstRow(nameOf(rawPs));
     targets.push(
       checkTarget(
         s.id,
         `pub/sub msgs/s (${PUBSUB.burst.toLocaleString('en-US')} in flight): ours >= 0.90x raw ioredis`,
-        { name: OURS, value: metric(s, oursBurst || undefined, 'msgsPerSec') },
+        { name: OURS, value: metric(s, oursBurst, 'msgsPerSec') },
         {
           name: 'raw ioredis',
-          value: metric(s, rawBurst || undefined, 'msgsPerSec'),
-          reason: reasonOf(oursPs) ?? reasonOf(rawPs) ?? missing(s, oursBurst || undefined),
+          value: metric(s, rawBurst, 'msgsPerSec'),
+          reason: reasonOf(oursPs) ?? reasonOf(rawPs) ?? missing(s, oursBurst),
         },
         0.9,
       ),
@@ -1388,7 +869,15 @@ export async function runRedisSuite(log: (line: string) => void = () => {}): Pro
 
   // 3. queue -----------------------------------------------------------------------------------
   log('3/6 queue end to end (c=50, c=1)...');
-  const qLoaded = [await loadOursQueue(), await loadBullmq()];
+  const qLoaded = [
+    await loadOursQueue(),
+    await loadBullmq({
+      redisUrl: REDIS_URL,
+      prefix: `${RUN_ID}-bull`,
+      chunk: QUEUE.chunk,
+      labelSuffix: 'Queue.addBulk + Worker',
+    }),
+  ];
   const [oursQ, bull] = qLoaded as [Loaded<QueueImpl>, Loaded<QueueImpl>];
   peers.push(bull);
   {
@@ -1399,7 +888,7 @@ export async function runRedisSuite(log: (line: string) => void = () => {}): Pro
     );
     log('4/6 queue pickup latency...');
     const pickup = await guard('redis.queue.pickup', '3b. queue pickup latency', names, () =>
-      queuePickup(ok, skipped, nameOf(oursQ)),
+      queuePickupScenario(ok, skipped, nameOf(oursQ)),
     );
     scenarios.push(e2e, pickup);
     for (const [c, target] of [
@@ -1457,14 +946,14 @@ export async function runRedisSuite(log: (line: string) => void = () => {}): Pro
     const oursAr = oursLock.available ? oursLock.value.acquireRelease.name : undefined;
     const oursRe = oursLock.available ? oursLock.value.runExclusive.name : undefined;
     const seq = await guard('redis.lock.sequential', '4a. lock sequential', names, () =>
-      lockSequential(all, skipped, oursAr),
+      redisLockSequential(all, skipped, oursAr),
     );
     const contenders = [...(oursAr ? [ours[0]!] : []), ...(sem.available ? [sem.value] : [])];
     const cont = await guard(
       'redis.lock.contended',
       '4b. lock contended',
       contenders.map((i) => i.name),
-      () => lockContended(contenders, skipped, oursAr),
+      () => redisLockContended(contenders, skipped, oursAr),
     );
     scenarios.push(seq, cont);
     const oursReason = reasonOf(oursLock);
@@ -1565,16 +1054,12 @@ export async function runRedisSuite(log: (line: string) => void = () => {}): Pro
   }
   await admin.quit().catch(() => admin.disconnect());
 
-  return {
-    suite: 'redis',
-    startedAt: startedAt.toISOString(),
-    durationMs: sinceMs(t0),
-    machine: machineInfo(),
+  return suiteReport('redis', started, {
     peers: [oursKv, oursLock, ...peers].map(peerInfo).filter(uniqueByName()),
     scenarios,
     targets,
     notes,
-  };
+  });
 }
 
 function uniqueByName() {
