@@ -8,6 +8,8 @@ import type { Serializer } from '../serializer.js';
 import { defaultSerializer } from '../serializer.js';
 import type { PubSubAdapter } from './types.js';
 
+const RESOLVED: Promise<void> = Promise.resolve();
+
 export interface PubSubMessageMeta {
   readonly channel: string;
   /** The instance that published (its `instanceId`). */
@@ -160,15 +162,29 @@ export class PubSubManager {
    * Broadcasts `message` to the app's instances. Encoding errors (functions, cycles, oversize) are
    * thrown here, before anything is sent.
    */
-  async publish(channel: string, message: unknown, options: PubSubPublishOptions = {}): Promise<void> {
-    this.#open();
-    assertName(channel, 'channel');
-    const encoded = this.#serializer.encode(message);
-    const skipSelf = options.skipSelf ?? true;
-    if (options.onlySelf) {
-      this.#deliverLocal(channel, encoded);
-      return;
+  publish(channel: string, message: unknown, options: PubSubPublishOptions = {}): Promise<void> {
+    // Not async: the common case hands the adapter's promise straight back (one promise per message
+    // instead of three); every failure still surfaces as a rejection, never as a throw.
+    try {
+      this.#open();
+      assertName(channel, 'channel');
+      const encoded = this.#serializer.encode(message);
+      if (options.onlySelf) {
+        this.#deliverLocal(channel, encoded);
+        return RESOLVED;
+      }
+      const skipSelf = options.skipSelf ?? true;
+      if (this.#state === 'started' && skipSelf) {
+        return this.adapter.publish(this.#wire(channel), `${this.instanceId}\n${encoded}`);
+      }
+      return this.#publishSlowly(channel, encoded, skipSelf);
+    } catch (error) {
+      return Promise.reject(error);
     }
+  }
+
+  /** Before start() finished, or with skipSelf false (local delivery after the broker took it). */
+  async #publishSlowly(channel: string, encoded: string, skipSelf: boolean): Promise<void> {
     if (this.#state !== 'started') {
       if (this.#state === 'starting') await this.#starting;
       else
@@ -249,13 +265,20 @@ export class PubSubManager {
       this.#logger.warn({ channel, ...errorFields(error) }, 'dropped an undecodable pub/sub message');
       return;
     }
-    const many = subscribers.size > 1;
-    for (const subscriber of [...subscribers.values()]) {
-      // Each handler gets its own copy, so one handler mutating the message cannot affect another.
-      const copy = many ? this.#serializer.decode(encoded) : message;
-      if (subscriber.debouncer) subscriber.debouncer.push(encoded, { message: copy, meta });
-      else this.#invoke(subscriber.handler, copy, meta);
+    if (subscribers.size === 1) {
+      this.#deliverTo(subscribers.values().next().value!, message, encoded, meta);
+      return;
     }
+    // A snapshot (a handler may subscribe or unsubscribe others while they run), and each handler gets
+    // its own copy, so one handler mutating the message cannot affect another.
+    for (const subscriber of [...subscribers.values()]) {
+      this.#deliverTo(subscriber, this.#serializer.decode(encoded), encoded, meta);
+    }
+  }
+
+  #deliverTo(subscriber: Subscriber, message: unknown, encoded: string, meta: PubSubMessageMeta): void {
+    if (subscriber.debouncer) subscriber.debouncer.push(encoded, { message, meta });
+    else this.#invoke(subscriber.handler, message, meta);
   }
 
   #invoke(handler: PubSubHandler, message: unknown, meta: PubSubMessageMeta): void {
