@@ -9,6 +9,7 @@ import {
   SENTINEL_PASSWORD,
   SPECIAL_PASSWORD,
   serverUrl,
+  sparePort,
   uniqueName,
 } from '@cluster/testkit';
 import { Redis } from 'ioredis';
@@ -20,7 +21,6 @@ import {
   proxyTarget,
   type RedisServerHandle,
   redisBinariesAvailable,
-  sparePort,
   startRedisServer,
 } from './helpers/redis-server.js';
 

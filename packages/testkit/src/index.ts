@@ -9,6 +9,7 @@ export * from './queue.js';
 export * from './queue-faults.js';
 export * from './queue-processes.js';
 export * from './secrets.js';
+export * from './server-process.js';
 export * from './servers.js';
 export * from './sync.js';
 export * from './wait.js';

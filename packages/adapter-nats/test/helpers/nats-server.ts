@@ -3,11 +3,7 @@
  * port with its own temporary store directory, for tests that kill and restart the server. Never
  * touches the shared server.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { binariesAvailable, portAccepts, sparePort } from '@cluster/testkit';
+import { binariesAvailable, startServerProcess } from '@cluster/testkit';
 
 export interface NatsServerHandle {
   /** `nats://127.0.0.1:<port>` */
@@ -29,71 +25,15 @@ export const natsServerAvailable = binariesAvailable(
   'tests that start their own nats-server',
 );
 
-function exited(child: ChildProcess | undefined): Promise<void> {
-  if (!child || child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => child.once('exit', () => resolve()));
-}
-
 export async function startNatsServer(
   options: { args?: readonly string[]; startTimeout?: number } = {},
 ): Promise<NatsServerHandle> {
-  const dir = await mkdtemp(join(tmpdir(), 'cluster-nats-'));
-  const port = await sparePort();
-  const startTimeout = options.startTimeout ?? 15_000;
-  const args = ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', dir, ...(options.args ?? [])];
-  let child: ChildProcess | undefined;
-  let stderr = '';
-
-  const launch = async (): Promise<void> => {
-    stderr = '';
-    const proc = spawn('nats-server', args, { stdio: ['ignore', 'ignore', 'pipe'] });
-    child = proc;
-    proc.stderr?.on('data', (chunk: Buffer) => {
-      stderr = (stderr + chunk.toString()).slice(-4_000);
-    });
-    const failed = new Promise<never>((_, reject) => {
-      proc.once('error', reject);
-      proc.once('exit', (code, sig) =>
-        reject(new Error(`nats-server exited during start (code ${code}, signal ${sig}): ${stderr}`)),
-      );
-    });
-    failed.catch(() => {});
-    const deadline = Date.now() + startTimeout;
-    for (;;) {
-      // JetStream is ready once the server logs it (the port opens a little earlier).
-      const ok = await Promise.race([portAccepts(port), failed]);
-      if (ok && /Server is ready/.test(stderr)) return;
-      if (Date.now() > deadline) {
-        proc.kill('SIGKILL');
-        throw new Error(
-          `nats-server did not become ready on port ${port} within ${startTimeout} ms: ${stderr}`,
-        );
-      }
-      await new Promise((resolve) => setTimeout(resolve, 25));
-    }
-  };
-
-  await launch();
-  return {
-    url: `nats://127.0.0.1:${port}`,
-    port,
-    dir,
-    async kill() {
-      const proc = child;
-      proc?.kill('SIGKILL');
-      await exited(proc);
-    },
-    async restart() {
-      await exited(child);
-      await launch();
-    },
-    async stop() {
-      const proc = child;
-      proc?.kill('SIGTERM');
-      await exited(proc);
-      await rm(dir, { recursive: true, force: true });
-    },
-  };
+  const server = await startServerProcess({
+    command: 'nats-server',
+    args: (port, dir) => ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', dir, ...(options.args ?? [])],
+    // JetStream is ready once the server logs it (the port opens a little earlier).
+    ready: (stderr) => /Server is ready/.test(stderr),
+    startTimeout: options.startTimeout ?? 15_000,
+  });
+  return { url: `nats://127.0.0.1:${server.port}`, ...server };
 }
-
-export { sparePort };

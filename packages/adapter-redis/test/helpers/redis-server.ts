@@ -2,11 +2,8 @@
  * Starts a private redis-server (binary `redis-server` on PATH) on a spare loopback port with its own
  * temporary directory, for tests that kill and restart the server. Never touches the shared server.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { binariesAvailable, portAccepts, sparePort } from '@cluster/testkit';
+import { spawn } from 'node:child_process';
+import { binariesAvailable, startServerProcess } from '@cluster/testkit';
 import { Cluster, type Redis } from 'ioredis';
 import { afterAll, beforeAll } from 'vitest';
 
@@ -39,85 +36,30 @@ export const redisBinariesAvailable = binariesAvailable(
   'tests that start their own redis-server',
 );
 
-function exited(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => child.once('exit', () => resolve()));
-}
-
 export async function startRedisServer(options: RedisServerOptions = {}): Promise<RedisServerHandle> {
-  const dir = await mkdtemp(join(tmpdir(), 'cluster-redis-'));
-  const port = await sparePort();
-  const startTimeout = options.startTimeout ?? 10_000;
-  const args = [
-    '--port',
-    String(port),
-    '--bind',
-    '127.0.0.1',
-    '--dir',
-    dir,
-    '--save',
-    '',
-    '--appendonly',
-    options.appendonly ? 'yes' : 'no',
-    '--appendfsync',
-    'always',
-    '--protected-mode',
-    'no',
-    ...(options.args ?? []),
-  ];
-  let child: ChildProcess | undefined;
-  let stderr = '';
-
-  const launch = async (): Promise<void> => {
-    stderr = '';
-    const proc = spawn('redis-server', args, { stdio: ['ignore', 'ignore', 'pipe'] });
-    child = proc;
-    proc.stderr?.on('data', (chunk: Buffer) => {
-      stderr = (stderr + chunk.toString()).slice(-4_000);
-    });
-    const failed = new Promise<never>((_, reject) => {
-      proc.once('error', reject);
-      proc.once('exit', (code, sig) =>
-        reject(new Error(`redis-server exited during start (code ${code}, signal ${sig}): ${stderr}`)),
-      );
-    });
-    failed.catch(() => {});
-    const deadline = Date.now() + startTimeout;
-    for (;;) {
-      const ok = await Promise.race([portAccepts(port), failed]);
-      if (ok) return;
-      if (Date.now() > deadline) {
-        proc.kill('SIGKILL');
-        throw new Error(`redis-server did not accept connections on port ${port} within ${startTimeout} ms`);
-      }
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  };
-
-  const signalAndWait = async (sig: NodeJS.Signals): Promise<void> => {
-    const proc = child;
-    child = undefined;
-    if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
-    const done = exited(proc);
-    proc.kill(sig);
-    await done;
-  };
-
-  await launch();
-  return {
-    url: `redis://127.0.0.1:${port}`,
-    port,
-    dir,
-    kill: () => signalAndWait('SIGKILL'),
-    async restart() {
-      await signalAndWait('SIGKILL');
-      await launch();
-    },
-    async stop() {
-      await signalAndWait('SIGTERM');
-      await rm(dir, { recursive: true, force: true });
-    },
-  };
+  const server = await startServerProcess({
+    command: 'redis-server',
+    // No RDB snapshots; AOF with fsync on every write when asked, so a kill loses nothing acknowledged.
+    args: (port, dir) => [
+      '--port',
+      String(port),
+      '--bind',
+      '127.0.0.1',
+      '--dir',
+      dir,
+      '--save',
+      '',
+      '--appendonly',
+      options.appendonly ? 'yes' : 'no',
+      '--appendfsync',
+      'always',
+      '--protected-mode',
+      'no',
+      ...(options.args ?? []),
+    ],
+    startTimeout: options.startTimeout ?? 10_000,
+  });
+  return { url: `redis://127.0.0.1:${server.port}`, ...server };
 }
 
 /**
@@ -248,5 +190,3 @@ export function usePrivateRedisCluster(): {
   });
   return { current: () => state };
 }
-
-export { sparePort };
