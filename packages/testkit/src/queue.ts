@@ -6,6 +6,7 @@ import {
   type QueueAdapter,
   type QueueConsumer,
   type QueueDelivery,
+  type QueuePublishRequest,
 } from '@cluster/core';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type Backend, type SuiteOptions, uniqueName } from './backend.js';
@@ -669,6 +670,38 @@ export function describeQueueConformance(options: QueueSuiteOptions): void {
       // The failed publish did not reserve its id.
       expect((await queue!.publish('bad', 'fine', { id: 'bad-1' })).duplicate).toBe(false);
       expect((await queue!.stats('bad')).pending).toBe(1);
+    });
+
+    it('the adapter itself refuses a malformed request with INVALID_ARGUMENT and enqueues nothing', async () => {
+      // Another manager (or a test) may call an adapter directly: its boundary checks what core checks.
+      const adapter = await rawAdapter();
+      const channel = `${uniqueName('app')}:bad`;
+      const task = { id: 'ok', payload: '1', maxRetries: 0, timeout: 1_000, delay: 0, dedupe: false };
+      const code = (c: string) => expect.objectContaining({ code: c });
+      const malformed: Record<string, unknown>[] = [
+        { id: '' },
+        { payload: 1 },
+        { maxRetries: -1 },
+        { maxRetries: 0.5 },
+        { timeout: 0 },
+        { delay: -1 },
+        { dedupe: 'yes' },
+      ];
+      for (const change of malformed) {
+        await expect(
+          adapter.publish(channel, { ...task, ...change } as unknown as QueuePublishRequest),
+          JSON.stringify(change),
+        ).rejects.toEqual(code('INVALID_ARGUMENT'));
+      }
+      const tooLarge = { ...task, payload: 'x'.repeat(adapter.capabilities.maxPayloadBytes + 1) };
+      await expect(adapter.publish(channel, tooLarge)).rejects.toEqual(code('PAYLOAD_TOO_LARGE'));
+      await expect(adapter.replayDeadLetters(channel, 'ok' as unknown as string[])).rejects.toEqual(
+        code('INVALID_ARGUMENT'),
+      );
+      await expect(adapter.purgeDeadLetters(channel, [1] as unknown as string[])).rejects.toEqual(
+        code('INVALID_ARGUMENT'),
+      );
+      expect(await adapter.stats(channel)).toMatchObject({ pending: 0, delayed: 0, inFlight: 0 });
     });
   });
 }
