@@ -1,5 +1,6 @@
 import {
-  ClusterError,
+  assertDeadLetterIds,
+  assertQueuePublishRequest,
   closedError,
   DEFAULT_MAX_PAYLOAD_BYTES,
   type DeadLetterRecord,
@@ -144,13 +145,9 @@ class NatsQueue implements QueueAdapter {
 
   async publish(channel: string, task: QueuePublishRequest): Promise<QueuePublishResult> {
     this.#open();
+    // The same boundary check as every other queue adapter: bad fields or size, nothing sent.
+    assertQueuePublishRequest(task, this.capabilities.maxPayloadBytes);
     const data = encoder.encode(task.payload);
-    const bytes = data.length;
-    if (bytes > this.capabilities.maxPayloadBytes)
-      throw new ClusterError(
-        'PAYLOAD_TOO_LARGE',
-        `payload is ${bytes} bytes, the limit is ${this.capabilities.maxPayloadBytes}`,
-      );
     // After the first publish of a channel its names and the client are at hand: no awaits before the send.
     const names = this.#ready.get(channel) ?? (await this.#ensure(channel));
     const publishedAt = Date.now();
@@ -216,6 +213,7 @@ class NatsQueue implements QueueAdapter {
   }
 
   async replayDeadLetters(channel: string, ids?: readonly string[]): Promise<number> {
+    assertDeadLetterIds(ids);
     const names = await this.#ensure(channel);
     const wanted = ids ? new Set(ids) : undefined;
     const letters = (await this.#letters(channel)).filter(({ record }) => !wanted || wanted.has(record.id));
@@ -250,6 +248,7 @@ class NatsQueue implements QueueAdapter {
   }
 
   async purgeDeadLetters(channel: string, ids?: readonly string[]): Promise<number> {
+    assertDeadLetterIds(ids);
     const names = await this.#ensure(channel);
     const jsm = await this.#connections.jetstreamManager();
     try {
