@@ -49,6 +49,7 @@ import {
   reasonOf,
   redact,
   sequentialMethod,
+  sectionWanted,
   sleep,
   smokeKv,
   split,
@@ -782,16 +783,16 @@ export async function runRedisSuite(log: (line: string) => void = () => {}): Pro
   keyvRedis = await loadPeer('@keyv/redis', async () => import('@keyv/redis'));
 
   // 1. cache -----------------------------------------------------------------------------------
-  log('1/6 cache set+get (sequential, then 50 in flight)...');
-  const kvLoaded = [await loadOursKv(), await loadRawKv(), await loadKeyvKv(), await loadCacheManagerKv()];
-  const [oursKv, rawKv, keyvKv, cmKv] = kvLoaded as [
-    Loaded<KvImpl>,
-    Loaded<KvImpl>,
-    Loaded<KvImpl>,
-    Loaded<KvImpl>,
-  ];
-  peers.push(keyvKv, keyvRedis, cmKv);
-  {
+  if (sectionWanted('cache')) {
+    log('1/6 cache set+get (sequential, then 50 in flight)...');
+    const kvLoaded = [await loadOursKv(), await loadRawKv(), await loadKeyvKv(), await loadCacheManagerKv()];
+    const [oursKv, rawKv, keyvKv, cmKv] = kvLoaded as [
+      Loaded<KvImpl>,
+      Loaded<KvImpl>,
+      Loaded<KvImpl>,
+      Loaded<KvImpl>,
+    ];
+    peers.push(oursKv, keyvKv, keyvRedis, cmKv);
     const { ok, skipped } = split(kvLoaded);
     const names = ok.map((i) => i.name);
     const seq = await guard('redis.cache.setget', '1a. cache set+get', names, () =>
@@ -829,10 +830,10 @@ export async function runRedisSuite(log: (line: string) => void = () => {}): Pro
   }
 
   // 2. pub/sub ---------------------------------------------------------------------------------
-  log('2/6 pub/sub throughput...');
-  const psLoaded = [await loadOursPubSub(), await loadRawPubSub()];
-  const [oursPs, rawPs] = psLoaded as [Loaded<PubSubImpl>, Loaded<PubSubImpl>];
-  {
+  if (sectionWanted('pubsub')) {
+    log('2/6 pub/sub throughput...');
+    const psLoaded = [await loadOursPubSub(), await loadRawPubSub()];
+    const [oursPs, rawPs] = psLoaded as [Loaded<PubSubImpl>, Loaded<PubSubImpl>];
     const { ok, skipped } = split(psLoaded);
     const s = await guard(
       'redis.pubsub',
@@ -868,19 +869,19 @@ export async function runRedisSuite(log: (line: string) => void = () => {}): Pro
   }
 
   // 3. queue -----------------------------------------------------------------------------------
-  log('3/6 queue end to end (c=50, c=1)...');
-  const qLoaded = [
-    await loadOursQueue(),
-    await loadBullmq({
-      redisUrl: REDIS_URL,
-      prefix: `${RUN_ID}-bull`,
-      chunk: QUEUE.chunk,
-      labelSuffix: 'Queue.addBulk + Worker',
-    }),
-  ];
-  const [oursQ, bull] = qLoaded as [Loaded<QueueImpl>, Loaded<QueueImpl>];
-  peers.push(bull);
-  {
+  if (sectionWanted('queue')) {
+    log('3/6 queue end to end (c=50, c=1)...');
+    const qLoaded = [
+      await loadOursQueue(),
+      await loadBullmq({
+        redisUrl: REDIS_URL,
+        prefix: `${RUN_ID}-bull`,
+        chunk: QUEUE.chunk,
+        labelSuffix: 'Queue.addBulk + Worker',
+      }),
+    ];
+    const [oursQ, bull] = qLoaded as [Loaded<QueueImpl>, Loaded<QueueImpl>];
+    peers.push(bull);
     const { ok, skipped } = split(qLoaded);
     const names = ok.map((i) => i.name);
     const e2e = await guard('redis.queue.e2e', '3a. queue end to end', names, () =>
@@ -930,11 +931,11 @@ export async function runRedisSuite(log: (line: string) => void = () => {}): Pro
   }
 
   // 4. lock ------------------------------------------------------------------------------------
-  log('5/6 lock (sequential, then 50 contenders)...');
-  const oursLock = await loadOursLock();
-  const sem = await loadRedisSemaphore();
-  peers.push(sem);
-  {
+  if (sectionWanted('lock')) {
+    log('5/6 lock (sequential, then 50 contenders)...');
+    const oursLock = await loadOursLock();
+    const sem = await loadRedisSemaphore();
+    peers.push(oursLock, sem);
     const ours: LockImpl[] = oursLock.available
       ? [oursLock.value.acquireRelease, oursLock.value.runExclusive]
       : [];
@@ -1008,10 +1009,10 @@ export async function runRedisSuite(log: (line: string) => void = () => {}): Pro
   }
 
   // 5. wrap stampede ---------------------------------------------------------------------------
-  log('6/6 wrap stampede over 4 instances...');
-  const wrapLoaded = [await loadOursWrap(), await loadCacheManagerWrap()];
-  const [oursWrap] = wrapLoaded as [Loaded<WrapImpl>, Loaded<WrapImpl>];
-  {
+  if (sectionWanted('wrap')) {
+    log('6/6 wrap stampede over 4 instances...');
+    const wrapLoaded = [await loadOursWrap(), await loadCacheManagerWrap()];
+    const [oursWrap] = wrapLoaded as [Loaded<WrapImpl>, Loaded<WrapImpl>];
     const { ok, skipped } = split(wrapLoaded);
     const s = await guard(
       'redis.cache.wrapStampede',
@@ -1055,7 +1056,7 @@ export async function runRedisSuite(log: (line: string) => void = () => {}): Pro
   await admin.quit().catch(() => admin.disconnect());
 
   return suiteReport('redis', started, {
-    peers: [oursKv, oursLock, ...peers].map(peerInfo).filter(uniqueByName()),
+    peers: peers.map(peerInfo).filter(uniqueByName()),
     scenarios,
     targets,
     notes,

@@ -27,6 +27,16 @@ import {
 /** The Redis server: the Redis suite's, and the one the others' Redis peers (BullMQ, a reference lock) use. */
 export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 
+/**
+ * BENCH_ONLY=cache,lock runs only those sections of a suite (for iterating on one part); the
+ * targets of the skipped ones are left out of the report. Unset: every section.
+ */
+export function sectionWanted(section: string): boolean {
+  const only = process.env.BENCH_ONLY;
+  if (only === undefined || only.trim() === '') return true;
+  return only.split(',').some((s) => s.trim() === section);
+}
+
 /** Unique to this run, letters and digits only: part of every name a suite creates, for its clean-up. */
 export function newRunId(): string {
   return `bench${Date.now().toString(36)}${randomBytes(3).toString('hex')}`;
