@@ -54,6 +54,53 @@ describe.skipIf(!redisBinariesAvailable)('command batches', () => {
     expect(seen.count).toBe(4);
   });
 
+  it('merges the items of one turn that share script, tag and fixed arguments into bounded script calls', async () => {
+    // Replies per item: its key and its argument, so every caller can check it got its own.
+    const eachSource =
+      'local out = {} for k = 1, #ARGV - 1 do out[k] = KEYS[1] .. "|" .. ARGV[1] .. "|" .. KEYS[1 + k] .. "|" .. ARGV[1 + k] end return out';
+    const EACH = { source: eachSource, sha: createHash('sha1').update(eachSource).digest('hex') };
+    await client.script('LOAD', eachSource);
+    const batcher = new CommandBatcher(() => client, 3_000);
+    const seen = countPipelines(client);
+    const sent: number[] = [];
+    const call = client.call.bind(client);
+    client.call = ((...args: Parameters<Redis['call']>) => {
+      sent.push(1);
+      return call(...args);
+    }) as Redis['call'];
+    try {
+      // 250 items of one group (3 calls of at most 100), 10 of another fixed argument (1 call).
+      const items = Array.from({ length: 250 }, (_, i) =>
+        batcher.evalEach('m', EACH, ['p:{m}:s'], ['a'], [`p:{m}:id:${i}`], [`v${i}`], 'each'),
+      );
+      const others = Array.from({ length: 10 }, (_, i) =>
+        batcher.evalEach('m', EACH, ['p:{m}:s'], ['b'], [`p:{m}:id:${i}`], [`w${i}`], 'each'),
+      );
+      expect(await Promise.all(items)).toEqual(items.map((_, i) => `p:{m}:s|a|p:{m}:id:${i}|v${i}`));
+      expect(await Promise.all(others)).toEqual(others.map((_, i) => `p:{m}:s|b|p:{m}:id:${i}|w${i}`));
+      // One pipeline for the 4 script calls, nothing sent one by one.
+      expect(seen.count).toBe(1);
+      expect(sent).toHaveLength(0);
+    } finally {
+      client.call = call;
+    }
+    // A failing call rejects each of its items, and only those.
+    const bad = Array.from({ length: 3 }, (_, i) =>
+      batcher.evalEach(
+        'm',
+        { source: 'return redis.error_reply("nope")', sha: '0'.repeat(40) },
+        ['p:{m}:s'],
+        [],
+        [`p:{m}:x${i}`],
+        [i],
+        'each',
+      ),
+    );
+    const good = batcher.evalEach('m', EACH, ['p:{m}:s'], ['c'], ['p:{m}:y'], ['z'], 'each');
+    for (const outcome of await Promise.allSettled(bad)) expect(outcome.status).toBe('rejected');
+    expect(await good).toBe('p:{m}:s|c|p:{m}:y|z');
+  });
+
   it('sends a call alone in its turn without a pipeline', async () => {
     const batcher = new CommandBatcher(() => client, 3_000);
     const seen = countPipelines(client);

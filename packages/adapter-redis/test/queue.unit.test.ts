@@ -32,7 +32,8 @@ describe('queue key layout', () => {
       for (const channel of channels)
         for (const key of keysFor(PUBLISH, prefix, channel, ['1'])) all.add(key);
     }
-    expect(all.size).toBe(2 * channels.length * PUBLISH.keys.length);
+    // The fixed keys plus the one id key.
+    expect(all.size).toBe(2 * channels.length * (PUBLISH.keys.length + 1));
   });
 });
 
@@ -130,20 +131,35 @@ describe.skipIf(!available)('redis queue adapter', () => {
     const channel = 'app:resend';
     const keys = keysFor(PUBLISH, keyPrefix, channel, ['t-1']);
     const args = [GROUP, 't-1', '"p"', 0, 1_000, 0, 'n', 60_000, 'nonce-1'];
-    expect(await evalScript(PUBLISH, keys, args)).toEqual([0, 0, expect.any(Number)]);
-    expect(await evalScript(PUBLISH, keys, args)).toEqual([0, 0, 0]);
+    expect(await evalScript(PUBLISH, keys, args)).toEqual([[0, 0, 0]]);
+    expect(await evalScript(PUBLISH, keys, args)).toEqual([[0, 0, 0]]);
     expect(await raw.xlen(keys[0]!)).toBe(1);
     // The same id from another publish call (another nonce) is a duplicate when it must dedupe.
     const dedupe = keysFor(PUBLISH, keyPrefix, channel, ['t-2']);
     expect(await evalScript(PUBLISH, dedupe, [GROUP, 't-2', '1', 0, 1_000, 0, 'p', 0, 'a'])).toEqual([
-      0,
-      0,
-      expect.any(Number),
+      [0, 0, 0],
     ]);
-    expect(
-      (await evalScript(PUBLISH, dedupe, [GROUP, 't-2', '1', 0, 1_000, 0, 'p', 0, 'b'])) as number[],
-    ).toEqual([1, 0, 0]);
+    expect(await evalScript(PUBLISH, dedupe, [GROUP, 't-2', '1', 0, 1_000, 0, 'p', 0, 'b'])).toEqual([
+      [1, 0, 0],
+    ]);
     expect(await raw.xlen(keys[0]!)).toBe(2);
+    // Several tasks in one call (a turn's publishes): each gets its own reply, in order, and an id
+    // repeated within the call is a duplicate of its first occurrence.
+    const many = keysFor(PUBLISH, keyPrefix, channel, ['t-3', 't-4', 't-3']);
+    const task = (id: string, nonce: string, delay = 0) => [id, '1', 0, 1_000, delay, 'p', 0, nonce];
+    const replies = (await evalScript(PUBLISH, many, [
+      GROUP,
+      ...task('t-3', 'c'),
+      ...task('t-4', 'd', 60_000),
+      ...task('t-3', 'e'),
+    ])) as number[][];
+    expect(replies).toHaveLength(3);
+    expect(replies[0]).toEqual([0, 0, 0]);
+    expect(replies[1]![0]).toBe(0);
+    expect(replies[1]![1]).toBeGreaterThan(replies[1]![2]!); // due = server now + delay
+    expect(replies[2]).toEqual([1, 0, 0]);
+    expect(await raw.xlen(keys[0]!)).toBe(3);
+    expect(await raw.zcard(channelKeys(keyPrefix, channel).delayed)).toBe(1);
   });
 
   it('settles a delivery once; a settlement with a stale delivery count is refused', async () => {
@@ -165,8 +181,8 @@ describe.skipIf(!available)('redis queue adapter', () => {
     const [entry, owner] = ((await raw.xpending(streamKey, GROUP, '-', '+', 1)) as [string, string][])[0]!;
     // Count 2 is not this delivery (count 1): refused, nothing changes.
     expect(
-      await evalScript(ACK, keysFor(ACK, keyPrefix, 'app:once', ['o-1']), [GROUP, owner, entry, 2]),
-    ).toBe(0);
+      await evalScript(ACK, keysFor(ACK, keyPrefix, 'app:once', ['o-1']), [GROUP, owner, entry, 2, 'p', 'x']),
+    ).toEqual([0]);
     expect(await delivery.ack()).toBe(true);
     expect(await delivery.ack()).toBe(false);
     expect(await delivery.touch()).toBe(false);

@@ -145,7 +145,10 @@ export function createRedisCacheStore(options: RedisCacheStoreOptions = {}): Cac
     },
 
     get(key) {
-      return run('get', async (c) => ((await send(c, 'GET', [stored(key)], 'get')) as string | null) ?? undefined);
+      return run(
+        'get',
+        async (c) => ((await send(c, 'GET', [stored(key)], 'get')) as string | null) ?? undefined,
+      );
     },
 
     set(key, value, ttl) {

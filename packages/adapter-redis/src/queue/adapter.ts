@@ -26,6 +26,7 @@ import { BLOCK_GRACE_MS, type QueueContext, StreamConsumer } from './consumer.js
 import {
   channelKeys,
   GROUP,
+  idKey,
   keysFor,
   LIST_DEAD,
   PUBLISH,
@@ -34,6 +35,8 @@ import {
   REPLAY,
   STATS,
 } from './scripts.js';
+
+const MAX_CACHED_CHANNELS = 1_000;
 
 export interface RedisQueueOptions extends RedisConnectionOptions {
   /** Connections shared with the other Redis adapters (retained here, closed by their last user). */
@@ -132,6 +135,8 @@ class RedisQueueAdapter implements QueueAdapter {
   readonly #idleBlocking: RedisClient[] = [];
   readonly #ctx: QueueContext;
   readonly #batcher: CommandBatcher;
+  /** Key names per channel, computed once for the most recently used channels. */
+  readonly #keyCache = new Map<string, ReturnType<typeof channelKeys>>();
   #connected = false;
   #closed = false;
   #closing: Promise<void> | undefined;
@@ -182,6 +187,8 @@ class RedisQueueAdapter implements QueueAdapter {
       blockMs,
       operationTimeout: this.#operationTimeout,
       run: (script, keys, args, what) => this.#run(script, keys, args, what),
+      runEach: (script, keys, args, itemKeys, itemArgs, what) =>
+        this.#runEach(script, keys, args, itemKeys, itemArgs, what),
       command: (what, args) => this.#command(what, args),
       takeBlocking: () => this.#takeBlocking(),
       returnBlocking: (client, healthy) => this.#returnBlocking(client, healthy),
@@ -206,6 +213,44 @@ class RedisQueueAdapter implements QueueAdapter {
     } catch (error) {
       throw this.#connections.error(error, what);
     }
+  }
+
+  /**
+   * One item of `script` on `channel`: merged with the other items of this turn that share the fixed
+   * keys and args into one script call (see CommandBatcher.evalEach). Resolves with the item's reply.
+   */
+  async #runEach(
+    script: QueueScript,
+    keys: string[],
+    args: (string | number)[],
+    itemKeys: string[],
+    itemArgs: (string | number)[],
+    what: string,
+  ): Promise<unknown> {
+    try {
+      return await this.#batcher.evalEach(
+        hashTag(keys[0] ?? ''),
+        script,
+        keys,
+        args,
+        itemKeys,
+        itemArgs,
+        what,
+      );
+    } catch (error) {
+      throw this.#connections.error(error, what);
+    }
+  }
+
+  #channelKeys(channel: string): ReturnType<typeof channelKeys> {
+    let keys = this.#keyCache.get(channel);
+    if (keys === undefined) {
+      keys = channelKeys(this.#keyPrefix, channel);
+      if (this.#keyCache.size >= MAX_CACHED_CHANNELS)
+        this.#keyCache.delete(this.#keyCache.keys().next().value!);
+      this.#keyCache.set(channel, keys);
+    }
+    return keys;
   }
 
   async #command(what: string, [name, ...args]: [string, ...(string | number)[]]): Promise<unknown> {
@@ -264,20 +309,13 @@ class RedisQueueAdapter implements QueueAdapter {
     assertQueuePublishRequest(task, this.capabilities.maxPayloadBytes);
     const mode = task.dedupe ? (this.#dedupeWindow === undefined ? 'p' : 'w') : 'n';
     const ttl = mode === 'w' ? (this.#dedupeWindow ?? 0) : mode === 'n' ? RESEND_GUARD_MS : 0;
-    const reply = (await this.#run(
+    const { stream, delayed } = this.#channelKeys(channel);
+    const reply = (await this.#runEach(
       PUBLISH,
-      keysFor(PUBLISH, this.#keyPrefix, channel, [task.id]),
-      [
-        GROUP,
-        task.id,
-        task.payload,
-        task.maxRetries,
-        task.timeout,
-        Math.ceil(task.delay),
-        mode,
-        ttl,
-        nonce(),
-      ],
+      [stream, delayed],
+      [GROUP],
+      [idKey(this.#keyPrefix, channel, task.id)],
+      [task.id, task.payload, task.maxRetries, task.timeout, Math.ceil(task.delay), mode, ttl, nonce()],
       'queue publish',
     )) as unknown[];
     const [duplicate = 0, due = 0, now = 0] = reply.map(Number);

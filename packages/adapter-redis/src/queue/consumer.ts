@@ -15,6 +15,7 @@ import {
   DEAD_LETTER,
   FORGET_CONSUMER,
   GROUP,
+  idKey,
   keysFor,
   PROMOTE,
   type QueueScript,
@@ -35,6 +36,15 @@ export interface QueueContext {
   /** Deadline of one command on the command connection, in ms. */
   readonly operationTimeout: number;
   run(script: QueueScript, keys: string[], args: (string | number)[], what: string): Promise<unknown>;
+  /** One item of a script that takes many (PUBLISH, ACK), merged with the turn's others sharing keys and args. */
+  runEach(
+    script: QueueScript,
+    keys: string[],
+    args: (string | number)[],
+    itemKeys: string[],
+    itemArgs: (string | number)[],
+    what: string,
+  ): Promise<unknown>;
   /** Runs a plain command on the command connection with the same deadline and error mapping. */
   command(what: string, args: [string, ...(string | number)[]]): Promise<unknown>;
   /** A blocking connection for this consumer alone (reused from a pool when one is idle). */
@@ -58,6 +68,9 @@ interface Held {
   readonly entry: string;
   readonly count: number;
   readonly taskId: string;
+  /** The entry's id mode and publish nonce (fields u and n), which the ack needs. */
+  readonly mode: string;
+  readonly nonce: string;
   settled: boolean;
 }
 
@@ -605,7 +618,15 @@ export class StreamConsumer {
   }
 
   #handOut(key: string, entry: string, count: number, fields: Record<string, string>): void {
-    const held: Held = { key, entry, count, taskId: fields.i ?? entry, settled: false };
+    const held: Held = {
+      key,
+      entry,
+      count,
+      taskId: fields.i ?? entry,
+      mode: fields.u ?? 'n',
+      nonce: fields.n ?? '',
+      settled: false,
+    };
     this.#held.set(key, held);
     const base = Math.max(1, Math.trunc(toNumber(fields.a, 1)));
     const delivery: QueueDelivery = {
@@ -614,7 +635,8 @@ export class StreamConsumer {
       attempt: base + count - 1,
       maxRetries: Math.max(0, Math.trunc(toNumber(fields.r, 0))),
       timeout: toNumber(fields.t, 0),
-      publishedAt: toNumber(fields.p, 0),
+      // Empty for a first publish: the entry id starts with its publish time (server ms).
+      publishedAt: fields.p ? toNumber(fields.p, 0) : toNumber(entry.slice(0, entry.indexOf('-')), 0),
       ack: () => this.#settle(held, ACK, [], 'queue ack'),
       retry: async (delayMs: number, _error: string) => {
         if (typeof delayMs !== 'number' || !Number.isFinite(delayMs) || delayMs < 0) {
@@ -649,10 +671,22 @@ export class StreamConsumer {
     this.#held.delete(held.key);
     this.#settling.add(held.key);
     this.#wake();
-    const keys = keysFor(script, this.#ctx.keyPrefix, this.channel, [held.taskId]);
     let reply: unknown;
     try {
-      reply = await this.#ctx.run(script, keys, [GROUP, this.name, held.entry, held.count, ...extra], what);
+      if (script === ACK) {
+        // The acks of one turn (handlers that ended on one reply) go in one script call.
+        reply = await this.#ctx.runEach(
+          ACK,
+          [this.#streamKey],
+          [GROUP, this.name],
+          [idKey(this.#ctx.keyPrefix, this.channel, held.taskId)],
+          [held.entry, held.count, held.mode, held.nonce],
+          what,
+        );
+      } else {
+        const keys = keysFor(script, this.#ctx.keyPrefix, this.channel, [held.taskId]);
+        reply = await this.#ctx.run(script, keys, [GROUP, this.name, held.entry, held.count, ...extra], what);
+      }
     } finally {
       this.#settling.delete(held.key);
       this.#recent.add(held.key);

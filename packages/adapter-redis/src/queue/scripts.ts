@@ -8,8 +8,8 @@ import { taggedKey } from '../keys.js';
  *
  * Data model, per channel (all keys share the channel's hash tag, so one slot):
  * - `q:stream`  stream of ready tasks, consumer group `GROUP`; an entry is acked and deleted once settled.
- *   Fields: i id, a attempt of its first delivery, r maxRetries, t timeout, p publishedAt, n publish nonce,
- *   u id mode (p: pending dedupe, w: window dedupe, n: no dedupe), d payload.
+ *   Fields: i id, a attempt of its first delivery, r maxRetries, t timeout, p publishedAt (empty after a
+ *   first publish: the entry id starts with that time), n publish nonce, u id mode (p: pending dedupe, w: window dedupe, n: no dedupe), d payload.
  * - `q:delayed` zset of delayed tasks and tasks waiting for a retry; score = due time (server clock, ms),
  *   member = cjson array [i, a, r, t, p, n, u, d].
  * - `q:dlq` hash id -> cjson array [i, attempts, r, t, p, n, u, d, error, failedAt], and `q:dlqi`, a zset
@@ -84,6 +84,8 @@ local function fields_of(stream, entry)
   if not r[1] then return nil end
   local f, raw = {}, r[1][2]
   for i = 1, #raw, 2 do f[raw[i]] = raw[i + 1] end
+  -- A first publish leaves p empty: its entry id is its publish time (server ms). Kept when re-added.
+  if f.p == nil or f.p == '' then f.p = string.match(entry, '^%d+') end
   return f
 end
 local function s(v, default) if v == nil or v == false then return default end return tostring(v) end
@@ -120,51 +122,79 @@ function define(name: string, keys: readonly KeyRole[], body: string, variadicId
   };
 }
 
+/** Values per task in PUBLISH's ARGV, per delivery in ACK's: scripts that settle many items at once. */
+export const PUBLISH_ARGS_PER_TASK = 8;
+export const ACK_ARGS_PER_ENTRY = 4;
+
 /**
- * ARGV: group, id, payload, maxRetries, timeout, delay, mode (p|w|n), ttl ms (w, n), nonce.
- * Returns {duplicate 0|1, due (0 when ready now), now}. A rerun with the same nonce is not a duplicate
- * and enqueues nothing: it is the same publish resent.
+ * Publishes one or more tasks (a turn's publishes to one channel go in one call). KEYS: stream,
+ * delayed, then one id key per task. ARGV: group, then per task: id, payload, maxRetries, timeout,
+ * delay, mode (p|w|n), ttl ms (w, n), nonce. Returns per task {duplicate 0|1, due (0 when ready
+ * now), now (0 when not delayed)}. A rerun with the same nonce is not a duplicate and enqueues
+ * nothing: it is the same publish resent.
  */
 export const PUBLISH = define(
   'publish',
-  ['stream', 'delayed', 'id'],
+  ['stream', 'delayed'],
   `
-local current = redis.call('GET', KEYS[3])
-if current then
-  if current == ARGV[9] then return {0, 0, 0} end
-  return {1, 0, 0}
+local out = {}
+local grouped = false
+for k = 0, math.floor((#ARGV - 1) / ${PUBLISH_ARGS_PER_TASK}) - 1 do
+  local a = 1 + k * ${PUBLISH_ARGS_PER_TASK}
+  local key = KEYS[3 + k]
+  local id, payload, retries, timeout, delay, mode, ttl, nonce =
+    ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], tonumber(ARGV[a + 5]), ARGV[a + 6], ARGV[a + 7], ARGV[a + 8]
+  local current = redis.call('GET', key)
+  if current then
+    if current == nonce then out[#out + 1] = {0, 0, 0} else out[#out + 1] = {1, 0, 0} end
+  else
+    if mode == 'p' then redis.call('SET', key, nonce) else redis.call('SET', key, nonce, 'PX', ttl) end
+    if not grouped then ensure_group(KEYS[1], ARGV[1]); grouped = true end
+    local f = {i = id, r = retries, t = timeout, p = '', n = nonce, u = mode, d = payload}
+    if delay > 0 then
+      local now = now_ms()
+      f.p = tostring(now)
+      local due = now + delay
+      redis.call('ZADD', KEYS[2], due, member(f, 1))
+      out[#out + 1] = {0, math.ceil(due), now}
+    else
+      -- p stays empty: the entry id the server gives carries the publish time (one TIME call less).
+      add(KEYS[1], f, 1)
+      out[#out + 1] = {0, 0, 0}
+    end
+  end
 end
-if ARGV[7] == 'p' then
-  redis.call('SET', KEYS[3], ARGV[9])
-else
-  redis.call('SET', KEYS[3], ARGV[9], 'PX', ARGV[8])
-end
-ensure_group(KEYS[1], ARGV[1])
-local now = now_ms()
-local f = {i = ARGV[2], r = ARGV[4], t = ARGV[5], p = tostring(now), n = ARGV[9], u = ARGV[7], d = ARGV[3]}
-local delay = tonumber(ARGV[6])
-if delay > 0 then
-  local due = now + delay
-  redis.call('ZADD', KEYS[2], due, member(f, 1))
-  return {0, math.ceil(due), now}
-end
-add(KEYS[1], f, 1)
-return {0, 0, now}
+return out
 `,
+  true,
 );
 
-/** ARGV: group, consumer, entry, count, nonce. Returns 1 when acked, 0 when the delivery is not ours. */
+/**
+ * Acks one or more deliveries of one consumer (the acks of one turn go in one call). KEYS: stream,
+ * then one id key per delivery. ARGV: group, consumer, then per delivery: entry, count, id mode,
+ * nonce (its u and n fields as read: an entry never changes, so the ack need not read it again).
+ * Returns per delivery 1 when acked, 0 when it is not ours.
+ */
 export const ACK = define(
   'ack',
-  ['stream', 'id'],
+  ['stream'],
   `
-if not owned(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]) then return 0 end
-local f = fields_of(KEYS[1], ARGV[3]) or {}
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
-redis.call('XDEL', KEYS[1], ARGV[3])
-release_id(KEYS[2], f)
-return 1
+local out = {}
+for k = 0, math.floor((#ARGV - 2) / ${ACK_ARGS_PER_ENTRY}) - 1 do
+  local a = 2 + k * ${ACK_ARGS_PER_ENTRY}
+  local entry = ARGV[a + 1]
+  if owned(KEYS[1], ARGV[1], ARGV[2], entry, ARGV[a + 2]) then
+    redis.call('XACK', KEYS[1], ARGV[1], entry)
+    redis.call('XDEL', KEYS[1], entry)
+    release_id(KEYS[2 + k], {u = ARGV[a + 3], n = ARGV[a + 4]})
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+return out
 `,
+  true,
 );
 
 /**
