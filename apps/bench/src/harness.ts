@@ -63,8 +63,12 @@ export function percentile(sorted: ArrayLike<number>, p: number): number {
   return sorted[rank] ?? Number.NaN;
 }
 
+/** The middle value; for an even count the mean of the two middle ones (not the lower: with two rounds that was the min). */
 export function median(values: readonly number[]): number {
-  return percentile(Float64Array.from(values).sort(), 50);
+  const sorted = Float64Array.from(values).sort();
+  const n = sorted.length;
+  if (n === 0) return Number.NaN;
+  return n % 2 === 1 ? sorted[(n - 1) / 2]! : (sorted[n / 2 - 1]! + sorted[n / 2]!) / 2;
 }
 
 /** Collects latency samples in nanoseconds. */

@@ -26,7 +26,7 @@ import { BLOCK_GRACE_MS, type QueueContext, StreamConsumer } from './consumer.js
 import {
   channelKeys,
   GROUP,
-  idKey,
+  idKeyPrefix,
   keysFor,
   LIST_DEAD,
   PUBLISH,
@@ -136,7 +136,7 @@ class RedisQueueAdapter implements QueueAdapter {
   readonly #ctx: QueueContext;
   readonly #batcher: CommandBatcher;
   /** Key names per channel, computed once for the most recently used channels. */
-  readonly #keyCache = new Map<string, ReturnType<typeof channelKeys>>();
+  readonly #keyCache = new Map<string, ReturnType<typeof channelKeys> & { idPrefix: string }>();
   #connected = false;
   #closed = false;
   #closing: Promise<void> | undefined;
@@ -242,10 +242,10 @@ class RedisQueueAdapter implements QueueAdapter {
     }
   }
 
-  #channelKeys(channel: string): ReturnType<typeof channelKeys> {
+  #channelKeys(channel: string): ReturnType<typeof channelKeys> & { idPrefix: string } {
     let keys = this.#keyCache.get(channel);
     if (keys === undefined) {
-      keys = channelKeys(this.#keyPrefix, channel);
+      keys = { ...channelKeys(this.#keyPrefix, channel), idPrefix: idKeyPrefix(this.#keyPrefix, channel) };
       if (this.#keyCache.size >= MAX_CACHED_CHANNELS)
         this.#keyCache.delete(this.#keyCache.keys().next().value!);
       this.#keyCache.set(channel, keys);
@@ -309,12 +309,12 @@ class RedisQueueAdapter implements QueueAdapter {
     assertQueuePublishRequest(task, this.capabilities.maxPayloadBytes);
     const mode = task.dedupe ? (this.#dedupeWindow === undefined ? 'p' : 'w') : 'n';
     const ttl = mode === 'w' ? (this.#dedupeWindow ?? 0) : mode === 'n' ? RESEND_GUARD_MS : 0;
-    const { stream, delayed } = this.#channelKeys(channel);
+    const { stream, delayed, idPrefix } = this.#channelKeys(channel);
     const reply = (await this.#runEach(
       PUBLISH,
       [stream, delayed],
       [GROUP],
-      [idKey(this.#keyPrefix, channel, task.id)],
+      [idPrefix + task.id],
       [task.id, task.payload, task.maxRetries, task.timeout, Math.ceil(task.delay), mode, ttl, nonce()],
       'queue publish',
     )) as unknown[];

@@ -15,7 +15,7 @@ import {
   DEAD_LETTER,
   FORGET_CONSUMER,
   GROUP,
-  idKey,
+  idKeyPrefix,
   keysFor,
   PROMOTE,
   type QueueScript,
@@ -154,6 +154,7 @@ export class StreamConsumer {
   readonly channel: string;
   readonly #ctx: QueueContext;
   readonly #streamKey: string;
+  readonly #idKeyPrefix: string;
   readonly #concurrency: number;
   readonly #deliver: (delivery: QueueDelivery) => void;
   readonly #logger: Logger;
@@ -192,6 +193,7 @@ export class StreamConsumer {
     this.channel = channel;
     this.name = name;
     this.#streamKey = channelKeys(ctx.keyPrefix, channel).stream;
+    this.#idKeyPrefix = idKeyPrefix(ctx.keyPrefix, channel);
     this.#concurrency = options.concurrency;
     this.#deliver = options.deliver;
     this.#logger = ctx.logger.child({ channel, consumer: name });
@@ -679,7 +681,7 @@ export class StreamConsumer {
           ACK,
           [this.#streamKey],
           [GROUP, this.name],
-          [idKey(this.#ctx.keyPrefix, this.channel, held.taskId)],
+          [this.#idKeyPrefix + held.taskId],
           [held.entry, held.count, held.mode, held.nonce],
           what,
         );

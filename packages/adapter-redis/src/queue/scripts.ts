@@ -48,7 +48,12 @@ export function channelKeys(keyPrefix: string, channel: string): Record<Exclude<
 }
 
 export function idKey(keyPrefix: string, channel: string, id: string): string {
-  return taggedKey(keyPrefix, channel, `q:id:${id}`);
+  return idKeyPrefix(keyPrefix, channel) + id;
+}
+
+/** What every id key of `channel` starts with: `idKeyPrefix(...) + id` is that id's key. */
+export function idKeyPrefix(keyPrefix: string, channel: string): string {
+  return taggedKey(keyPrefix, channel, 'q:id:');
 }
 
 /** KEYS for `script` on `channel`; `ids` fill the `id` roles (one per id for variadic scripts). */
