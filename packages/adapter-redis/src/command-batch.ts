@@ -23,7 +23,9 @@ interface Script {
 /** Items of one turn that share a tag, a script and its fixed keys and arguments: one script call. */
 interface Merge {
   readonly tag: string;
-  readonly script: Script;
+  /** A script run once for all items, or (undefined) a variadic command such as MGET. */
+  readonly script: Script | undefined;
+  readonly command: string;
   readonly keys: readonly string[];
   readonly args: Args;
   readonly what: string;
@@ -33,6 +35,8 @@ interface Merge {
 interface MergedItem {
   readonly keys: readonly string[];
   readonly args: Args;
+  /** The plain command that does the same for this item alone (GET for one MGET key), if any. */
+  readonly alone: readonly [command: string, args: Args] | undefined;
   /** Rough size of the item's arguments, to bound one call's size. */
   readonly bytes: number;
   resolve(value: unknown): void;
@@ -47,7 +51,8 @@ const MAX_MERGED_BYTES = 512 * 1024;
  * Sends commands in per-turn batches. Every command issued during one burst of promise callbacks
  * (1,000 publishes in a loop, the acks of 50 handlers that finished on one reply) goes out in one
  * pipeline: one socket write and one deadline timer instead of one of each per command. A command
- * alone in its turn goes out by itself. Batches are kept per `tag`, because a Redis Cluster
+ * issued while nothing is waiting or in flight goes out at once, by itself (a caller awaiting each
+ * call pays nothing for batching); the ones after it in its turn are batched. Batches are kept per `tag`, because a Redis Cluster
  * pipeline must stay in one slot. The flush runs in the same macrotask once the microtask queue has
  * drained, so batching adds no delay; commands of one batch keep their order.
  */
@@ -57,6 +62,10 @@ export class CommandBatcher {
   readonly #pending = new Map<string, Call[]>();
   readonly #merges = new Map<string, Merge>();
   #scheduled = false;
+  /** Sends (single calls or pipelines) whose replies have not all arrived. */
+  #inFlight = 0;
+  /** The last flush batched several calls: callers are issuing concurrently, so keep batching. */
+  #concurrent = false;
   readonly #flush = () => {
     this.#scheduled = false;
     if (this.#merges.size > 0) {
@@ -66,6 +75,7 @@ export class CommandBatcher {
     }
     const batches = [...this.#pending.values()];
     this.#pending.clear();
+    this.#concurrent = batches.length > 1 || (batches[0]?.length ?? 0) > 1;
     for (const calls of batches) this.#send(calls);
   };
   readonly #schedule = () => {
@@ -91,7 +101,7 @@ export class CommandBatcher {
     args: Args,
     what: string,
   ): Promise<unknown> {
-    return this.#enqueue(tag, 'EVALSHA', [script.sha, keys.length, ...keys, ...args], script.source, what);
+    return this.#enqueue(tag, 'evalsha', [script.sha, keys.length, ...keys, ...args], script.source, what);
   }
 
   /**
@@ -108,17 +118,64 @@ export class CommandBatcher {
     itemKeys: readonly string[],
     itemArgs: Args,
     what: string,
+    alone?: readonly [command: string, args: Args],
   ): Promise<unknown> {
     const id = `${tag}\n${script.sha}\n${keys.join('\n')}\n${args.join('\n')}`;
+    return this.#merge(id, tag, script, 'evalsha', keys, args, itemKeys, itemArgs, what, alone);
+  }
+
+  /**
+   * One item of a variadic command (MGET, MSET, UNLINK), sent as one command with the other items of
+   * this turn that share `tag`, the command and its fixed `args`. Resolves with the item's element
+   * when the reply is an array (MGET), else with the whole reply.
+   */
+  callEach(
+    tag: string,
+    command: string,
+    args: Args,
+    itemArgs: Args,
+    what: string,
+    alone?: readonly [command: string, args: Args],
+  ): Promise<unknown> {
+    const id = `${tag}\n${command}\n${args.join('\n')}`;
+    return this.#merge(id, tag, undefined, command, [], args, [], itemArgs, what, alone);
+  }
+
+  #merge(
+    id: string,
+    tag: string,
+    script: Script | undefined,
+    command: string,
+    keys: readonly string[],
+    args: Args,
+    itemKeys: readonly string[],
+    itemArgs: Args,
+    what: string,
+    alone: readonly [command: string, args: Args] | undefined,
+  ): Promise<unknown> {
     return new Promise<unknown>((resolve, reject) => {
-      let merge = this.#merges.get(id);
-      if (merge === undefined) {
-        merge = { tag, script, keys, args, what, items: [] };
-        this.#merges.set(id, merge);
+      const direct = this.#inFlight === 0 && !this.#scheduled && !this.#concurrent;
+      if (direct && alone) {
+        this.#send([{ command: alone[0], args: alone[1], source: undefined, what, resolve, reject }]);
+        return;
       }
       let bytes = 0;
       for (const a of itemArgs) bytes += typeof a === 'string' ? a.length : 8;
-      merge.items.push({ keys: itemKeys, args: itemArgs, bytes, resolve, reject });
+      const item: MergedItem = { keys: itemKeys, args: itemArgs, alone, bytes, resolve, reject };
+      if (direct) {
+        // As in #enqueue: nothing to merge with, so it goes out now, as a call of one item.
+        this.#queueMerged({ tag, script, command, keys, args, what, items: [item] });
+        const calls = this.#pending.get(tag)!;
+        this.#pending.delete(tag);
+        this.#send(calls);
+        return;
+      }
+      let merge = this.#merges.get(id);
+      if (merge === undefined) {
+        merge = { tag, script, command, keys, args, what, items: [] };
+        this.#merges.set(id, merge);
+      }
+      merge.items.push(item);
       this.#scheduleFlush();
     });
   }
@@ -140,20 +197,34 @@ export class CommandBatcher {
       }
       const chunk = items.slice(start, end);
       start = end;
+      const only = chunk.length === 1 ? chunk[0]! : undefined;
+      if (only?.alone) {
+        // One item: its plain command (GET rather than a one-key MGET, SET rather than a script).
+        this.#push(merge.tag, {
+          command: only.alone[0],
+          args: only.alone[1],
+          source: undefined,
+          what: merge.what,
+          resolve: only.resolve,
+          reject: only.reject,
+        });
+        continue;
+      }
       const keys: string[] = [...merge.keys];
       const args: (string | number)[] = [...merge.args];
       for (const item of chunk) {
         for (const k of item.keys) keys.push(k);
         for (const a of item.args) args.push(a);
       }
+      const { script } = merge;
       this.#push(merge.tag, {
-        command: 'EVALSHA',
-        args: [merge.script.sha, keys.length, ...keys, ...args],
-        source: merge.script.source,
+        command: merge.command,
+        args: script ? [script.sha, keys.length, ...keys, ...args] : args,
+        source: script?.source,
         what: merge.what,
         resolve: (reply) => {
-          const replies = Array.isArray(reply) ? reply : [];
-          for (let i = 0; i < chunk.length; i++) chunk[i]!.resolve(replies[i]);
+          if (!Array.isArray(reply)) for (const item of chunk) item.resolve(reply);
+          else for (let i = 0; i < chunk.length; i++) chunk[i]!.resolve(reply[i]);
         },
         reject: (error) => {
           for (const item of chunk) item.reject(error);
@@ -183,7 +254,15 @@ export class CommandBatcher {
     what: string,
   ): Promise<unknown> {
     return new Promise<unknown>((resolve, reject) => {
-      this.#push(tag, { command, args, source, what, resolve, reject });
+      const call: Call = { command, args, source, what, resolve, reject };
+      // Nothing waiting or in flight, and no concurrent callers lately: nothing to batch with, and
+      // waiting for the end of the turn would only add work. Later calls of this turn see this one
+      // in flight and batch; a flush of several calls switches to batching until a flush of one.
+      if (this.#inFlight === 0 && !this.#scheduled && !this.#concurrent) {
+        this.#send([call]);
+        return;
+      }
+      this.#push(tag, call);
       this.#scheduleFlush();
     });
   }
@@ -197,8 +276,10 @@ export class CommandBatcher {
       return;
     }
     let done = false;
+    this.#inFlight++;
     const timer = setTimeout(() => {
       done = true;
+      this.#inFlight--;
       for (const call of calls) {
         call.reject(
           new ClusterError('TIMEOUT', `${call.what} did not complete within ${this.#deadlineMs} ms`),
@@ -209,6 +290,7 @@ export class CommandBatcher {
       clearTimeout(timer);
       if (done) return;
       done = true;
+      this.#inFlight--;
       for (let i = 0; i < calls.length; i++) {
         const [error, value] = outcomes[i] ?? [new Error('no reply for a pipelined command'), undefined];
         if (error) calls[i]!.reject(error);
@@ -216,8 +298,15 @@ export class CommandBatcher {
       }
     };
     if (calls.length === 1) {
-      sendOne(client, calls[0]!).then(
-        (value) => finish([[null, value]]),
+      const call = calls[0]!;
+      sendOne(client, call).then(
+        (value) => {
+          clearTimeout(timer);
+          if (done) return;
+          done = true;
+          this.#inFlight--;
+          call.resolve(value);
+        },
         (error: unknown) => finish([[error, undefined]]),
       );
       return;
@@ -231,7 +320,7 @@ export class CommandBatcher {
             const [error, value] = results?.[i] ?? [new Error('no reply for a pipelined command'), undefined];
             if (!isNoScript(error) || call.source === undefined) return [error, value];
             try {
-              return [null, await client.call('EVAL', call.source, ...call.args.slice(1))];
+              return [null, await client.call('eval', call.source, ...call.args.slice(1))];
             } catch (retryError) {
               return [retryError, undefined];
             }
@@ -248,11 +337,11 @@ function isNoScript(error: unknown): boolean {
   return error instanceof Error && error.message.startsWith('NOSCRIPT');
 }
 
-async function sendOne(client: RedisClient, call: Call): Promise<unknown> {
-  try {
-    return await client.call(call.command, ...call.args);
-  } catch (error) {
-    if (!isNoScript(error) || call.source === undefined) throw error;
-    return await client.call('EVAL', call.source, ...call.args.slice(1));
-  }
+function sendOne(client: RedisClient, call: Call): Promise<unknown> {
+  const sent = client.call(call.command, ...call.args);
+  if (call.source === undefined) return sent;
+  return sent.catch((error: unknown) => {
+    if (!isNoScript(error)) throw error;
+    return client.call('eval', call.source!, ...call.args.slice(1));
+  });
 }

@@ -128,7 +128,7 @@ class RedisPubSub implements PubSubAdapter {
     try {
       await this.#batcher.call(
         '',
-        'PUBLISH',
+        'publish',
         [wireChannel(this.#prefix, channel), payload],
         'pub/sub publish',
       );
