@@ -31,6 +31,8 @@ interface Held {
   deadline: number;
   /** Its claim expired while the handler ran: nothing more is taken until the handler settles. */
   zombie: boolean;
+  /** Acked by its handler; the ack goes out at the end of the turn (see #flushAcks). */
+  acked: boolean;
 }
 
 /**
@@ -49,6 +51,42 @@ export class RabbitConsumer {
   readonly #logger: Logger;
   readonly #held = new Set<Held>();
   readonly #buffered: Held[] = [];
+  /** Deliveries of the current AMQP channel neither acked nor nacked yet, in delivery (tag) order. */
+  readonly #unsettled = new Map<number, Held>();
+  #acksScheduled = false;
+  readonly #scheduleAcks = () => process.nextTick(this.#flushAcks);
+  /**
+   * Sends the acks of this turn: the settled deliveries from the oldest unsettled one on go as one
+   * `multiple` ack (one frame, and one settle command in the quorum queue's log, instead of one
+   * each); settled ones behind a delivery still running are acked one by one.
+   */
+  readonly #flushAcks = () => {
+    this.#acksScheduled = false;
+    const amqp = this.#amqp;
+    if (amqp === undefined) return;
+    let last: Held | undefined;
+    let run = 0;
+    let inRun = true;
+    const singles: Held[] = [];
+    for (const held of this.#unsettled.values()) {
+      if (!held.acked) {
+        inRun = false;
+        continue;
+      }
+      if (inRun) {
+        last = held;
+        run += 1;
+      } else singles.push(held);
+    }
+    if (last === undefined && singles.length === 0) return;
+    try {
+      if (last !== undefined) amqp.ack(last.message, run > 1);
+      for (const held of singles) amqp.ack(held.message);
+    } catch {
+      // The channel is gone: the broker requeued these; their redeliveries run again (at least once).
+    }
+    for (const [tag, held] of this.#unsettled) if (held.acked) this.#unsettled.delete(tag);
+  };
   #amqp: Channel | undefined;
   #names: ChannelNames | undefined;
   #consumerTag: string | undefined;
@@ -120,6 +158,7 @@ export class RabbitConsumer {
    */
   recycle(): void {
     if (this.#closed || this.#amqp === undefined) return;
+    this.#flushAcks();
     void this.#ctx.connection.closeChannel(this.#amqp);
   }
 
@@ -128,6 +167,7 @@ export class RabbitConsumer {
     this.#closed = true;
     this.#stopOpen();
     clearInterval(this.#sweep);
+    this.#flushAcks();
     const amqp = this.#amqp;
     this.#amqp = undefined;
     this.#markLost();
@@ -200,6 +240,7 @@ export class RabbitConsumer {
       held.state = 'done';
     }
     this.#held.clear();
+    this.#unsettled.clear();
     this.#buffered.length = 0;
     this.#zombies = 0;
     this.#running = 0;
@@ -263,8 +304,10 @@ export class RabbitConsumer {
       state: 'buffered',
       deadline: Date.now() + this.#ctx.visibilityTimeout,
       zombie: false,
+      acked: false,
     };
     this.#held.add(held);
+    this.#unsettled.set(message.fields.deliveryTag, held);
     if (this.#closed) {
       this.#release(held);
       return;
@@ -312,12 +355,14 @@ export class RabbitConsumer {
       return false;
     };
     const ack = (): boolean => {
-      try {
-        held.amqp.ack(held.message);
-        return true;
-      } catch {
-        return false;
+      if (this.#amqp !== held.amqp) return false;
+      held.acked = true;
+      if (!this.#acksScheduled) {
+        this.#acksScheduled = true;
+        // Once the microtask queue drains: every handler that finished on this turn acks together.
+        queueMicrotask(this.#scheduleAcks);
       }
+      return true;
     };
     return {
       id: fields.id,
@@ -388,6 +433,7 @@ export class RabbitConsumer {
     held.state = 'done';
     this.#held.delete(held);
     if (this.#amqp === held.amqp) {
+      this.#unsettled.delete(held.message.fields.deliveryTag);
       try {
         held.amqp.nack(held.message, false, true);
       } catch {
@@ -427,6 +473,7 @@ export class RabbitConsumer {
   #closeIfIdle(): void {
     if (!this.#closed || this.#held.size > 0) return;
     clearInterval(this.#sweep);
+    this.#flushAcks();
     const amqp = this.#amqp;
     this.#amqp = undefined;
     void this.#ctx.connection.closeChannel(amqp);
