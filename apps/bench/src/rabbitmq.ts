@@ -239,18 +239,18 @@ async function loadOursQueue(concurrency: number): Promise<Loaded<QueueImpl>> {
   return loaded;
 }
 
-/** Raw amqplib: a quorum queue, a confirm channel for publishing, prefetch 100 and manual acks. */
-async function loadRawQueue(): Promise<Loaded<QueueImpl>> {
+/** Raw amqplib: a quorum queue, a confirm channel for publishing, `prefetch` (100) and manual acks. */
+async function loadRawQueue(prefetch = RAW_PREFETCH): Promise<Loaded<QueueImpl>> {
   const loaded = await loadPeer('amqplib', async () => {
     const [pubConn, subConn] = await Promise.all([rawConnection(), rawConnection()]);
     const pub = await pubConn.createConfirmChannel();
     pub.on('error', () => {});
     const sub = await subConn.createChannel();
     sub.on('error', () => {});
-    await sub.prefetch(RAW_PREFETCH);
+    await sub.prefetch(prefetch);
     const asserted = new Set<string>();
     const queueOf = async (channel: string) => {
-      const name = `${RUN_ID}.raw.${channel}`;
+      const name = `${RUN_ID}.raw${prefetch}.${channel}`;
       if (!asserted.has(name)) {
         declared.queues.add(name);
         await pub.assertQueue(name, { durable: true, arguments: { 'x-queue-type': 'quorum' } });
@@ -303,7 +303,7 @@ async function loadRawQueue(): Promise<Loaded<QueueImpl>> {
     return impl;
   });
   if (loaded.available)
-    loaded.value.name = label(loaded, `raw quorum queue, confirms + prefetch ${RAW_PREFETCH}, manual ack`);
+    loaded.value.name = label(loaded, `raw quorum queue, confirms + prefetch ${prefetch}, manual ack`);
   return loaded;
 }
 
@@ -461,9 +461,12 @@ export async function runRabbitmqSuite(log: (line: string) => void = () => {}): 
       await loadOursQueue(50),
       await loadOursQueue(100),
       await loadRawQueue(),
+      // The ceiling of the c=50 target: prefetch = concurrency, as the issue asks of ours.
+      await loadRawQueue(50),
       await loadBullmq(50),
     ];
-    const [ours50, ours100, rawQ, bull] = qLoaded as [
+    const [ours50, ours100, rawQ, raw50, bull] = qLoaded as [
+      Loaded<QueueImpl>,
       Loaded<QueueImpl>,
       Loaded<QueueImpl>,
       Loaded<QueueImpl>,
@@ -503,6 +506,13 @@ export async function runRabbitmqSuite(log: (line: string) => void = () => {}): 
           2.0,
         ),
       );
+      const raw50Rate = metric(e2e, nameOf(raw50), 'jobsPerSec');
+      const bullRate = metric(e2e, nameOf(bull), 'jobsPerSec');
+      if (raw50Rate !== null && bullRate !== null) {
+        notes.push(
+          `raw amqplib at prefetch 50 (the same prefetch as ours at c=50): ${Math.round(raw50Rate)} jobs/s = ${(raw50Rate / bullRate).toFixed(2)}x BullMQ at c=50`,
+        );
+      }
       await closeAll(ok);
     }
 
