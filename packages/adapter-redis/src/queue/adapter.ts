@@ -22,7 +22,7 @@ import {
 import { CommandBatcher } from '../command-batch.js';
 import { type RedisClient, type RedisConnectionOptions, RedisConnections } from '../connection.js';
 import { hashTag } from '../keys.js';
-import { BLOCK_GRACE_MS, type QueueContext, StreamConsumer } from './consumer.js';
+import { BLOCK_GRACE_MS, type QueueContext, type ScriptArgs, StreamConsumer } from './consumer.js';
 import {
   channelKeys,
   GROUP,
@@ -187,8 +187,7 @@ class RedisQueueAdapter implements QueueAdapter {
       blockMs,
       operationTimeout: this.#operationTimeout,
       run: (script, keys, args, what) => this.#run(script, keys, args, what),
-      runEach: (script, keys, args, itemKeys, itemArgs, what) =>
-        this.#runEach(script, keys, args, itemKeys, itemArgs, what),
+      runEach: (script, fixed, item, what) => this.#runEach(script, fixed, item, what),
       command: (what, args) => this.#command(what, args),
       takeBlocking: () => this.#takeBlocking(),
       returnBlocking: (client, healthy) => this.#returnBlocking(client, healthy),
@@ -219,24 +218,10 @@ class RedisQueueAdapter implements QueueAdapter {
    * One item of `script` on `channel`: merged with the other items of this turn that share the fixed
    * keys and args into one script call (see CommandBatcher.evalEach). Resolves with the item's reply.
    */
-  async #runEach(
-    script: QueueScript,
-    keys: string[],
-    args: (string | number)[],
-    itemKeys: string[],
-    itemArgs: (string | number)[],
-    what: string,
-  ): Promise<unknown> {
+  async #runEach(script: QueueScript, fixed: ScriptArgs, item: ScriptArgs, what: string): Promise<unknown> {
     try {
-      return await this.#batcher.evalEach(
-        hashTag(keys[0] ?? ''),
-        script,
-        keys,
-        args,
-        itemKeys,
-        itemArgs,
-        what,
-      );
+      const tag = hashTag(fixed.keys[0] ?? '');
+      return await this.#batcher.evalEach(tag, script, fixed.keys, fixed.args, item.keys, item.args, what);
     } catch (error) {
       throw this.#connections.error(error, what);
     }
@@ -312,10 +297,20 @@ class RedisQueueAdapter implements QueueAdapter {
     const { stream, delayed, idPrefix } = this.#channelKeys(channel);
     const reply = (await this.#runEach(
       PUBLISH,
-      [stream, delayed],
-      [GROUP],
-      [idPrefix + task.id],
-      [task.id, task.payload, task.maxRetries, task.timeout, Math.ceil(task.delay), mode, ttl, nonce()],
+      { keys: [stream, delayed], args: [GROUP] },
+      {
+        keys: [idPrefix + task.id],
+        args: [
+          task.id,
+          task.payload,
+          task.maxRetries,
+          task.timeout,
+          Math.ceil(task.delay),
+          mode,
+          ttl,
+          nonce(),
+        ],
+      },
       'queue publish',
     )) as unknown[];
     const [duplicate = 0, due = 0, now = 0] = reply.map(Number);

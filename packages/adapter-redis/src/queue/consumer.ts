@@ -26,6 +26,12 @@ import {
   TOUCH,
 } from './scripts.js';
 
+/** KEYS and ARGV of a script call, or of one item of a merged one. */
+export interface ScriptArgs {
+  readonly keys: readonly string[];
+  readonly args: readonly (string | number)[];
+}
+
 /** What a consumer needs from its adapter. */
 export interface QueueContext {
   readonly connections: RedisConnections;
@@ -36,15 +42,8 @@ export interface QueueContext {
   /** Deadline of one command on the command connection, in ms. */
   readonly operationTimeout: number;
   run(script: QueueScript, keys: string[], args: (string | number)[], what: string): Promise<unknown>;
-  /** One item of a script that takes many (PUBLISH, ACK), merged with the turn's others sharing keys and args. */
-  runEach(
-    script: QueueScript,
-    keys: string[],
-    args: (string | number)[],
-    itemKeys: string[],
-    itemArgs: (string | number)[],
-    what: string,
-  ): Promise<unknown>;
+  /** One item of a script that takes many (PUBLISH, ACK), merged with the turn's others sharing `fixed`. */
+  runEach(script: QueueScript, fixed: ScriptArgs, item: ScriptArgs, what: string): Promise<unknown>;
   /** Runs a plain command on the command connection with the same deadline and error mapping. */
   command(what: string, args: [string, ...(string | number)[]]): Promise<unknown>;
   /** A blocking connection for this consumer alone (reused from a pool when one is idle). */
@@ -679,10 +678,8 @@ export class StreamConsumer {
         // The acks of one turn (handlers that ended on one reply) go in one script call.
         reply = await this.#ctx.runEach(
           ACK,
-          [this.#streamKey],
-          [GROUP, this.name],
-          [this.#idKeyPrefix + held.taskId],
-          [held.entry, held.count, held.mode, held.nonce],
+          { keys: [this.#streamKey], args: [GROUP, this.name] },
+          { keys: [this.#idKeyPrefix + held.taskId], args: [held.entry, held.count, held.mode, held.nonce] },
           what,
         );
       } else {
