@@ -20,8 +20,13 @@ interface Script {
   readonly source: string;
 }
 
-/** Items of one turn that share a tag, a script and its fixed keys and arguments: one script call. */
+/**
+ * Consecutive items of one turn that share a tag, a script (or command) and its fixed keys and
+ * arguments: one call. Only the latest entry of a tag's batch takes more items, so merging never
+ * reorders calls: `set(k)` then `get(k)` in one turn still reads what the set wrote.
+ */
 interface Merge {
+  readonly id: string;
   readonly tag: string;
   /** A script run once for all items, or (undefined) a variadic command such as MGET. */
   readonly script: Script | undefined;
@@ -52,15 +57,17 @@ const MAX_MERGED_BYTES = 512 * 1024;
  * (1,000 publishes in a loop, the acks of 50 handlers that finished on one reply) goes out in one
  * pipeline: one socket write and one deadline timer instead of one of each per command. A command
  * issued while nothing is waiting or in flight goes out at once, by itself (a caller awaiting each
- * call pays nothing for batching); the ones after it in its turn are batched. Batches are kept per `tag`, because a Redis Cluster
- * pipeline must stay in one slot. The flush runs in the same macrotask once the microtask queue has
- * drained, so batching adds no delay; commands of one batch keep their order.
+ * call pays nothing for batching); the ones after it in its turn are batched. Batches are kept per
+ * `tag`, because a Redis Cluster pipeline must stay in one slot. The flush runs in the same
+ * macrotask once the microtask queue has drained, so batching adds no delay. Calls keep their order:
+ * consecutive items of one kind (`evalEach`, `callEach`) are merged into one command, and a call of
+ * another kind in between starts a new one.
  */
 export class CommandBatcher {
   readonly #client: () => RedisClient;
   readonly #deadlineMs: number;
-  readonly #pending = new Map<string, Call[]>();
-  readonly #merges = new Map<string, Merge>();
+  /** Per tag, this turn's calls and merges in call order. */
+  readonly #pending = new Map<string, (Call | Merge)[]>();
   #scheduled = false;
   /** Sends (single calls or pipelines) whose replies have not all arrived. */
   #inFlight = 0;
@@ -68,15 +75,20 @@ export class CommandBatcher {
   #concurrent = false;
   readonly #flush = () => {
     this.#scheduled = false;
-    if (this.#merges.size > 0) {
-      const merges = [...this.#merges.values()];
-      this.#merges.clear();
-      for (const merge of merges) this.#queueMerged(merge);
-    }
     const batches = [...this.#pending.values()];
     this.#pending.clear();
-    this.#concurrent = batches.length > 1 || (batches[0]?.length ?? 0) > 1;
-    for (const calls of batches) this.#send(calls);
+    let calls = 0;
+    for (const entries of batches)
+      for (const entry of entries) calls += isMerge(entry) ? entry.items.length : 1;
+    this.#concurrent = calls > 1;
+    for (const entries of batches) {
+      const out: Call[] = [];
+      for (const entry of entries) {
+        if (isMerge(entry)) expandMerge(entry, out);
+        else out.push(entry);
+      }
+      this.#send(out);
+    }
   };
   readonly #schedule = () => {
     // A tick queued from a microtask runs once the whole microtask queue is empty.
@@ -164,73 +176,18 @@ export class CommandBatcher {
       const item: MergedItem = { keys: itemKeys, args: itemArgs, alone, bytes, resolve, reject };
       if (direct) {
         // As in #enqueue: nothing to merge with, so it goes out now, as a call of one item.
-        this.#queueMerged({ tag, script, command, keys, args, what, items: [item] });
-        const calls = this.#pending.get(tag)!;
-        this.#pending.delete(tag);
+        const calls: Call[] = [];
+        expandMerge({ id, tag, script, command, keys, args, what, items: [item] }, calls);
         this.#send(calls);
         return;
       }
-      let merge = this.#merges.get(id);
-      if (merge === undefined) {
-        merge = { tag, script, command, keys, args, what, items: [] };
-        this.#merges.set(id, merge);
-      }
-      merge.items.push(item);
+      let entries = this.#pending.get(tag);
+      if (entries === undefined) this.#pending.set(tag, (entries = []));
+      const last = entries[entries.length - 1];
+      if (last !== undefined && isMerge(last) && last.id === id) last.items.push(item);
+      else entries.push({ id, tag, script, command, keys, args, what, items: [item] });
       this.#scheduleFlush();
     });
-  }
-
-  /** Turns a merge into script calls of bounded size, queued with the other calls of its tag. */
-  #queueMerged(merge: Merge): void {
-    const { items } = merge;
-    let start = 0;
-    while (start < items.length) {
-      let end = start;
-      let bytes = 0;
-      while (
-        end < items.length &&
-        end - start < MAX_MERGED_ITEMS &&
-        (end === start || bytes + items[end]!.bytes <= MAX_MERGED_BYTES)
-      ) {
-        bytes += items[end]!.bytes;
-        end++;
-      }
-      const chunk = items.slice(start, end);
-      start = end;
-      const only = chunk.length === 1 ? chunk[0]! : undefined;
-      if (only?.alone) {
-        // One item: its plain command (GET rather than a one-key MGET, SET rather than a script).
-        this.#push(merge.tag, {
-          command: only.alone[0],
-          args: only.alone[1],
-          source: undefined,
-          what: merge.what,
-          resolve: only.resolve,
-          reject: only.reject,
-        });
-        continue;
-      }
-      const keys: string[] = [...merge.keys];
-      const args: (string | number)[] = [...merge.args];
-      for (const item of chunk) {
-        for (const k of item.keys) keys.push(k);
-        for (const a of item.args) args.push(a);
-      }
-      const { script } = merge;
-      this.#push(merge.tag, {
-        command: merge.command,
-        args: script ? [script.sha, keys.length, ...keys, ...args] : args,
-        source: script?.source,
-        what: merge.what,
-        resolve: (reply) => {
-          if (!Array.isArray(reply)) for (const item of chunk) item.resolve(reply);
-          else for (let i = 0; i < chunk.length; i++) chunk[i]!.resolve(reply[i]);
-        },
-        reject: (error) => {
-          for (const item of chunk) item.reject(error);
-        },
-      });
-    }
   }
 
   #push(tag: string, call: Call): void {
@@ -344,4 +301,61 @@ function sendOne(client: RedisClient, call: Call): Promise<unknown> {
     if (!isNoScript(error)) throw error;
     return client.call('eval', call.source!, ...call.args.slice(1));
   });
+}
+
+/** Turns a merge into calls of bounded size, appended to `out` (a lone item as its plain command). */
+function expandMerge(merge: Merge, out: Call[]): void {
+  const { items } = merge;
+  let start = 0;
+  while (start < items.length) {
+    let end = start;
+    let bytes = 0;
+    while (
+      end < items.length &&
+      end - start < MAX_MERGED_ITEMS &&
+      (end === start || bytes + items[end]!.bytes <= MAX_MERGED_BYTES)
+    ) {
+      bytes += items[end]!.bytes;
+      end++;
+    }
+    const chunk = items.slice(start, end);
+    start = end;
+    const only = chunk.length === 1 ? chunk[0]! : undefined;
+    if (only?.alone) {
+      // One item: its plain command (GET rather than a one-key MGET, SET rather than a script).
+      out.push({
+        command: only.alone[0],
+        args: only.alone[1],
+        source: undefined,
+        what: merge.what,
+        resolve: only.resolve,
+        reject: only.reject,
+      });
+      continue;
+    }
+    const keys: string[] = [...merge.keys];
+    const args: (string | number)[] = [...merge.args];
+    for (const item of chunk) {
+      for (const k of item.keys) keys.push(k);
+      for (const a of item.args) args.push(a);
+    }
+    const { script } = merge;
+    out.push({
+      command: merge.command,
+      args: script ? [script.sha, keys.length, ...keys, ...args] : args,
+      source: script?.source,
+      what: merge.what,
+      resolve: (reply) => {
+        if (!Array.isArray(reply)) for (const item of chunk) item.resolve(reply);
+        else for (let i = 0; i < chunk.length; i++) chunk[i]!.resolve(reply[i]);
+      },
+      reject: (error) => {
+        for (const item of chunk) item.reject(error);
+      },
+    });
+  }
+}
+
+function isMerge(entry: Call | Merge): entry is Merge {
+  return (entry as Merge).items !== undefined;
 }

@@ -102,6 +102,25 @@ describe.skipIf(!redisBinariesAvailable)('command batches', () => {
     expect(await good).toBe('p:{m}:s|c|p:{m}:y|z');
   });
 
+  it('never reorders calls of one turn: only consecutive items of one kind are merged', async () => {
+    const batcher = new CommandBatcher(() => client, 3_000);
+    const key = 'p:{ord}:k';
+    await client.del(key);
+    // The first goes out at once (the batcher is idle); the others are batched behind it.
+    const calls = [
+      batcher.callEach('ord', 'mset', [], [key, 'a'], 'set', ['set', [key, 'a']]),
+      batcher.callEach('ord', 'mget', [], [key], 'get', ['get', [key]]),
+      batcher.callEach('ord', 'mget', [], [key], 'get', ['get', [key]]),
+      batcher.callEach('ord', 'mset', [], [key, 'b'], 'set', ['set', [key, 'b']]),
+      batcher.callEach('ord', 'mget', [], [key], 'get', ['get', [key]]),
+      batcher.call('ord', 'set', [key, 'c'], 'set'),
+      batcher.callEach('ord', 'mget', [], [key], 'get', ['get', [key]]),
+    ];
+    const replies = await Promise.all(calls);
+    expect([replies[1], replies[2], replies[4], replies[6]]).toEqual(['a', 'a', 'b', 'c']);
+    await client.del(key);
+  });
+
   it('sends a call alone in its turn without a pipeline', async () => {
     const batcher = new CommandBatcher(() => client, 3_000);
     const seen = countPipelines(client);
