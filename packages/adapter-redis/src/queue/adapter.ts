@@ -312,7 +312,11 @@ class RedisQueueAdapter implements QueueAdapter {
         ],
       },
       'queue publish',
-    )) as unknown[];
+    )) as unknown;
+    // One reply per task of the merged call; anything else means the script did not run as written.
+    if (!Array.isArray(reply)) {
+      throw new ClusterError('BACKEND_UNAVAILABLE', 'queue publish got an unexpected reply from the server');
+    }
     const [duplicate = 0, due = 0, now = 0] = reply.map(Number);
     if (due > 0)
       for (const consumer of this.#consumers) if (consumer.channel === channel) consumer.noteDue(due, now);
