@@ -333,6 +333,62 @@ describe.skipIf(!available)('redis queue adapter', () => {
     }
   });
 
+  it('reads entries in the earlier layout (one stream field per task field) and settles them', async () => {
+    const keyPrefix = prefix();
+    const adapter = createRedisQueue({ url: REDIS_URL, keyPrefix });
+    await adapter.connect();
+    const got: QueueDelivery[] = [];
+    const consumer = await adapter.consume('app:old', { concurrency: 2, deliver: (d) => got.push(d) });
+    const { stream } = channelKeys(keyPrefix, 'app:old');
+    const marker = keysFor(PUBLISH, keyPrefix, 'app:old', ['old-1'])[2]!;
+    await raw.set(marker, 'nonce-old');
+    // As written before the fields were packed into `m`: pending dedupe, attempt 2.
+    await raw.xadd(
+      stream,
+      '*',
+      'i',
+      'old-1',
+      'a',
+      '2',
+      'r',
+      '3',
+      't',
+      '1500',
+      'p',
+      '1700000000000',
+      'n',
+      'nonce-old',
+      'u',
+      'p',
+      'd',
+      '"x"',
+    );
+    await waitFor(() => got.length === 1, { message: 'old-layout delivery' });
+    expect(got[0]).toMatchObject({
+      id: 'old-1',
+      payload: '"x"',
+      attempt: 2,
+      maxRetries: 3,
+      timeout: 1_500,
+      publishedAt: 1_700_000_000_000,
+    });
+    expect(await got[0]!.ack()).toBe(true);
+    // The ack freed the pending-dedupe marker, as for an entry of the current layout.
+    expect(await raw.exists(marker)).toBe(0);
+    // And one of the current layout next to it: a retry keeps its fields.
+    await adapter.publish('app:old', { ...task('new-1', '"y"'), maxRetries: 2 });
+    await waitFor(() => got.length === 2, { message: 'new-layout delivery' });
+    expect(got[1]).toMatchObject({ id: 'new-1', attempt: 1, maxRetries: 2, timeout: 1_000 });
+    const publishedAt = got[1]!.publishedAt;
+    expect(publishedAt).toBeGreaterThan(Date.now() - 60_000);
+    expect(await got[1]!.retry(0, 'again')).toBe(true);
+    await waitFor(() => got.length === 3, { message: 'retried delivery' });
+    expect(got[2]).toMatchObject({ id: 'new-1', attempt: 2, maxRetries: 2, timeout: 1_000, publishedAt });
+    expect(await got[2]!.ack()).toBe(true);
+    await consumer.close();
+    await adapter.close();
+  });
+
   it('carries any payload text intact through the delayed set and a delayed retry', async () => {
     const adapter = createRedisQueue({ url: REDIS_URL, keyPrefix: prefix() });
     await adapter.connect();

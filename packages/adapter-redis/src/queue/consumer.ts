@@ -89,6 +89,18 @@ function sleepUnref(ms: number): Promise<void> {
 function fieldsOf(raw: readonly string[]): Record<string, string> {
   const out: Record<string, string> = Object.create(null);
   for (let i = 0; i + 1 < raw.length; i += 2) out[raw[i]!] = raw[i + 1]!;
+  const meta = out.m;
+  if (meta !== undefined) {
+    // `a|r|t|p|u|n`; the nonce is last and may itself hold `|`.
+    let from = 0;
+    for (const name of ['a', 'r', 't', 'p', 'u']) {
+      const bar = meta.indexOf('|', from);
+      if (bar < 0) break;
+      out[name] = meta.slice(from, bar);
+      from = bar + 1;
+    }
+    out.n = meta.slice(from);
+  }
   return out;
 }
 

@@ -8,8 +8,10 @@ import { taggedKey } from '../keys.js';
  *
  * Data model, per channel (all keys share the channel's hash tag, so one slot):
  * - `q:stream`  stream of ready tasks, consumer group `GROUP`; an entry is acked and deleted once settled.
- *   Fields: i id, a attempt of its first delivery, r maxRetries, t timeout, p publishedAt (empty after a
- *   first publish: the entry id starts with that time), n publish nonce, u id mode (p: pending dedupe, w: window dedupe, n: no dedupe), d payload.
+ *   Fields: i id, d payload, and m = `a|r|t|p|u|n`: a attempt of its first delivery, r maxRetries,
+ *   t timeout, p publishedAt (empty after a first publish: the entry id starts with that time),
+ *   u id mode (p: pending dedupe, w: window dedupe, n: no dedupe), n publish nonce (last: it may
+ *   hold `|`). Entries written with a, r, t, p, n, u as fields of their own are read too.
  * - `q:delayed` zset of delayed tasks and tasks waiting for a retry; score = due time (server clock, ms),
  *   member = cjson array [i, a, r, t, p, n, u, d].
  * - `q:dlq` hash id -> cjson array [i, attempts, r, t, p, n, u, d, error, failedAt], and `q:dlqi`, a zset
@@ -89,14 +91,19 @@ local function fields_of(stream, entry)
   if not r[1] then return nil end
   local f, raw = {}, r[1][2]
   for i = 1, #raw, 2 do f[raw[i]] = raw[i + 1] end
+  if f.m then
+    f.a, f.r, f.t, f.p, f.u, f.n = string.match(f.m, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
+  end
   -- A first publish leaves p empty: its entry id is its publish time (server ms). Kept when re-added.
   if f.p == nil or f.p == '' then f.p = string.match(entry, '^%d+') end
   return f
 end
 local function s(v, default) if v == nil or v == false then return default end return tostring(v) end
+-- Three fields per entry: every field costs each read (and the client's parser) a value of its own.
 local function add(stream, f, attempt)
-  return redis.call('XADD', stream, '*', 'i', s(f.i, ''), 'a', tostring(attempt), 'r', s(f.r, '0'),
-    't', s(f.t, '0'), 'p', s(f.p, '0'), 'n', s(f.n, ''), 'u', s(f.u, 'n'), 'd', s(f.d, ''))
+  local m = tostring(attempt) .. '|' .. s(f.r, '0') .. '|' .. s(f.t, '0') .. '|' .. s(f.p, '0') .. '|' ..
+    s(f.u, 'n') .. '|' .. s(f.n, '')
+  return redis.call('XADD', stream, '*', 'i', s(f.i, ''), 'm', m, 'd', s(f.d, ''))
 end
 local function member(f, attempt)
   return cjson.encode({s(f.i, ''), tostring(attempt), s(f.r, '0'), s(f.t, '0'), s(f.p, '0'), s(f.n, ''),
