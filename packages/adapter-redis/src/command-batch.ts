@@ -166,7 +166,7 @@ export class CommandBatcher {
     alone: readonly [command: string, args: Args] | undefined,
   ): Promise<unknown> {
     return new Promise<unknown>((resolve, reject) => {
-      const direct = this.#inFlight === 0 && !this.#scheduled && !this.#concurrent;
+      const direct = this.#idle();
       if (direct && alone) {
         this.#send([{ command: alone[0], args: alone[1], source: undefined, what, resolve, reject }]);
         return;
@@ -188,6 +188,15 @@ export class CommandBatcher {
       else entries.push({ id, tag, script, command, keys, args, what, items: [item] });
       this.#scheduleFlush();
     });
+  }
+
+  /**
+   * Nothing waiting or in flight, and no concurrent callers lately: a call has nothing to batch
+   * with, and waiting for the end of the turn would only add work. Later calls of its turn see it in
+   * flight and batch; a flush of several calls switches to batching until a flush of one.
+   */
+  #idle(): boolean {
+    return this.#inFlight === 0 && !this.#scheduled && !this.#concurrent;
   }
 
   #push(tag: string, call: Call): void {
@@ -212,10 +221,7 @@ export class CommandBatcher {
   ): Promise<unknown> {
     return new Promise<unknown>((resolve, reject) => {
       const call: Call = { command, args, source, what, resolve, reject };
-      // Nothing waiting or in flight, and no concurrent callers lately: nothing to batch with, and
-      // waiting for the end of the turn would only add work. Later calls of this turn see this one
-      // in flight and batch; a flush of several calls switches to batching until a flush of one.
-      if (this.#inFlight === 0 && !this.#scheduled && !this.#concurrent) {
+      if (this.#idle()) {
         this.#send([call]);
         return;
       }

@@ -21,3 +21,20 @@ export function hashTag(key: string): string {
   if (close < 0 || close === open + 1) return key;
   return key.slice(open + 1, close);
 }
+
+/**
+ * `names(name)` computed once per name: key names are pure functions of a name, and building them
+ * (escaping, concatenation) is on every call's path. Bounded: past `limit` names the oldest goes.
+ */
+export function keyNamesCache<T>(limit: number, names: (name: string) => T): (name: string) => T {
+  const cache = new Map<string, T>();
+  return (name) => {
+    let value = cache.get(name);
+    if (value === undefined) {
+      value = names(name);
+      if (cache.size >= limit) cache.delete(cache.keys().next().value!);
+      cache.set(name, value);
+    }
+    return value;
+  };
+}

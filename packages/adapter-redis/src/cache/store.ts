@@ -97,20 +97,22 @@ export function createRedisCacheStore(options: RedisCacheStoreOptions = {}): Cac
     }
   }
 
-  // GET / SET / UNLINK issued in one turn (50 callers whose replies arrived in one read) leave in
-  // one pipeline: one socket write for the batch instead of one per command, which was over half of
-  // the client's CPU at 50 calls in flight. On a Cluster each key has its own slot: sent one by one.
+  // On one server the gets, sets and deletes of a turn become one MGET, one SET script per ttl (or
+  // one MSET) and one UNLINK: one command for ioredis to build and parse instead of one per key,
+  // which was most of the client's CPU at 50 calls in flight. On a Cluster each key has its own
+  // slot, so each call is its plain command.
   const batcher = new CommandBatcher(client, (options.commandTimeout ?? 2_000) + 1_000);
   const single = !isCluster(connections.command);
+  type Plain = readonly [command: string, args: readonly (string | number)[]];
   /**
-   * One plain command (lower-case name: ioredis lower-cases names on every flag lookup otherwise),
-   * as a promise chain without async wrappers: this is the hot path of every get and set.
+   * One call: `plain` on a Cluster, else `merged(plain, label)`, which sends `plain` itself when
+   * the call has nothing to merge with. Lower-case names: ioredis lower-cases a name on every flag
+   * lookup otherwise. A promise chain without async wrappers: this is every get's and set's path.
    */
   const send = (
     what: string,
-    command: string,
-    args: readonly (string | number)[],
-    merged: () => Promise<unknown>,
+    plain: Plain,
+    merged: (alone: Plain, label: string) => Promise<unknown>,
   ): Promise<unknown> => {
     let c: RedisClient;
     try {
@@ -118,8 +120,9 @@ export function createRedisCacheStore(options: RedisCacheStoreOptions = {}): Cac
     } catch (error) {
       return Promise.reject(error);
     }
-    return (single ? merged() : c.call(command, ...args)).catch((error: unknown) => {
-      throw connections.error(error, `cache ${what}`);
+    const label = `cache ${what}`;
+    return (single ? merged(plain, label) : c.call(plain[0], ...plain[1])).catch((error: unknown) => {
+      throw connections.error(error, label);
     });
   };
   const toUndefined = (value: unknown) => (value ?? undefined) as string | undefined;
@@ -170,33 +173,30 @@ export function createRedisCacheStore(options: RedisCacheStoreOptions = {}): Cac
       await connections.ready(client());
     },
 
-    // On one server the gets, sets and deletes of a turn become one MGET, one SET script per ttl
-    // and one UNLINK: one command for ioredis to build and parse instead of one per key, which was
-    // most of the client's CPU at 50 calls in flight. A call alone in its turn goes out at once.
     get(key) {
       const k = stored(key);
-      return send('get', 'get', [k], () =>
-        batcher.callEach('', 'mget', [], [k], 'cache get', ['get', [k]]),
+      return send('get', ['get', [k]], (alone, label) =>
+        batcher.callEach('', 'mget', [], [k], label, alone),
       ).then(toUndefined);
     },
 
     set(key, value, ttl) {
       const k = stored(key);
       if (ttl === undefined) {
-        return send('set', 'set', [k, value], () =>
-          batcher.callEach('', 'mset', [], [k, value], 'cache set', ['set', [k, value]]),
+        return send('set', ['set', [k, value]], (alone, label) =>
+          batcher.callEach('', 'mset', [], [k, value], label, alone),
         ).then(toVoid);
       }
       const ms = px(ttl);
-      return send('set', 'set', [k, value, 'PX', ms], () =>
-        batcher.evalEach('', SET_PX, [], [ms], [k], [value], 'cache set', ['set', [k, value, 'PX', ms]]),
+      return send('set', ['set', [k, value, 'PX', ms]], (alone, label) =>
+        batcher.evalEach('', SET_PX, [], [ms], [k], [value], label, alone),
       ).then(toVoid);
     },
 
     del(key) {
       const k = stored(key);
-      return send('del', 'unlink', [k], () =>
-        batcher.callEach('', 'unlink', [], [k], 'cache del', ['unlink', [k]]),
+      return send('del', ['unlink', [k]], (alone, label) =>
+        batcher.callEach('', 'unlink', [], [k], label, alone),
       ).then(toVoid);
     },
 

@@ -12,6 +12,7 @@ import {
   type Logger,
 } from '@cluster/core';
 import { type RedisClient, type RedisConnectionOptions, RedisConnections } from '../connection.js';
+import { keyNamesCache } from '../keys.js';
 import { type LockKeys, lockKeys, runScript, SCRIPTS, wakeChannelPrefix } from './scripts.js';
 
 export interface RedisLockOptions extends RedisConnectionOptions {
@@ -241,7 +242,7 @@ class RedisLockAdapter implements LockAdapter {
   readonly #waiters = new Map<string, Waiter>();
   readonly #cleanups = new Set<Promise<void>>();
   readonly #floors = new Map<string, number>();
-  readonly #keyCache = new Map<string, LockKeys>();
+  readonly #keys: (key: string) => LockKeys;
   #subscriber: RedisClient | undefined;
   #connecting: Promise<void> | undefined;
   #closed = false;
@@ -272,6 +273,8 @@ class RedisLockAdapter implements LockAdapter {
     this.#logger = this.#connections.logger.child({ part: 'lock' });
     this.#keyPrefix = this.#connections.keyPrefix;
     this.#wakePrefix = wakeChannelPrefix(this.#keyPrefix);
+    const keyPrefix = this.#keyPrefix;
+    this.#keys = keyNamesCache(MAX_CACHED_KEYS, (key) => lockKeys(keyPrefix, key));
   }
 
   connect(): Promise<void> {
@@ -428,16 +431,6 @@ class RedisLockAdapter implements LockAdapter {
   }
 
   // --- internals -------------------------------------------------------------------------------
-
-  #keys(key: string): LockKeys {
-    let keys = this.#keyCache.get(key);
-    if (keys === undefined) {
-      keys = lockKeys(this.#keyPrefix, key);
-      if (this.#keyCache.size >= MAX_CACHED_KEYS) this.#keyCache.clear();
-      this.#keyCache.set(key, keys);
-    }
-    return keys;
-  }
 
   #command(): RedisClient {
     return this.#connections.command;

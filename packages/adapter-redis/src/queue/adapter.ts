@@ -21,7 +21,7 @@ import {
 } from '@cluster/core';
 import { CommandBatcher } from '../command-batch.js';
 import { type RedisClient, type RedisConnectionOptions, RedisConnections } from '../connection.js';
-import { hashTag } from '../keys.js';
+import { hashTag, keyNamesCache } from '../keys.js';
 import { BLOCK_GRACE_MS, type QueueContext, type ScriptArgs, StreamConsumer } from './consumer.js';
 import {
   channelKeys,
@@ -135,8 +135,8 @@ class RedisQueueAdapter implements QueueAdapter {
   readonly #idleBlocking: RedisClient[] = [];
   readonly #ctx: QueueContext;
   readonly #batcher: CommandBatcher;
-  /** Key names per channel, computed once for the most recently used channels. */
-  readonly #keyCache = new Map<string, ReturnType<typeof channelKeys> & { idPrefix: string }>();
+  /** Key names per channel (the stream, the delayed set, and the prefix of its id keys). */
+  readonly #channelKeys: (channel: string) => ReturnType<typeof channelKeys> & { idPrefix: string };
   #connected = false;
   #closed = false;
   #closing: Promise<void> | undefined;
@@ -179,6 +179,10 @@ class RedisQueueAdapter implements QueueAdapter {
       maxPayloadBytes: DEFAULT_MAX_PAYLOAD_BYTES,
     });
     this.#batcher = new CommandBatcher(() => this.#connections.command, this.#operationTimeout);
+    this.#channelKeys = keyNamesCache(MAX_CACHED_CHANNELS, (channel) => ({
+      ...channelKeys(this.#keyPrefix, channel),
+      idPrefix: idKeyPrefix(this.#keyPrefix, channel),
+    }));
     this.#ctx = {
       connections: this.#connections,
       keyPrefix: this.#connections.keyPrefix,
@@ -225,17 +229,6 @@ class RedisQueueAdapter implements QueueAdapter {
     } catch (error) {
       throw this.#connections.error(error, what);
     }
-  }
-
-  #channelKeys(channel: string): ReturnType<typeof channelKeys> & { idPrefix: string } {
-    let keys = this.#keyCache.get(channel);
-    if (keys === undefined) {
-      keys = { ...channelKeys(this.#keyPrefix, channel), idPrefix: idKeyPrefix(this.#keyPrefix, channel) };
-      if (this.#keyCache.size >= MAX_CACHED_CHANNELS)
-        this.#keyCache.delete(this.#keyCache.keys().next().value!);
-      this.#keyCache.set(channel, keys);
-    }
-    return keys;
   }
 
   async #command(what: string, [name, ...args]: [string, ...(string | number)[]]): Promise<unknown> {
