@@ -25,6 +25,8 @@ export interface QueueSuiteOptions extends SuiteOptions<QueueAdapter> {
 
 /** Small backoff so retries take tens of ms; the retry test checks each gap against these bounds. */
 const BACKOFF = { baseMs: 20, maxMs: 200, factor: 2 } as const;
+/** Clock difference allowed between this process and a server on the same host, in ms. */
+const CLOCK_SLACK_MS = 50;
 /** Timers may fire up to a ms early against a coarser clock. */
 const EARLY_MS = 3;
 
@@ -227,6 +229,7 @@ export function describeQueueConformance(options: QueueSuiteOptions): void {
       const [queue] = await nodes(1);
       ctx.skip(!queue!.capabilities.deadLetter, 'the adapter has no dead-letter store');
       const starts: number[] = [];
+      let firstStartWall = 0;
       const retried: number[] = [];
       let failing = true;
       const healed: { attempt: number }[] = [];
@@ -237,11 +240,13 @@ export function describeQueueConformance(options: QueueSuiteOptions): void {
             return;
           }
           starts.push(performance.now());
+          firstStartWall ||= Date.now();
           retried.push(context.retried);
           throw new Error('boom');
         },
       });
       const maxRetries = 4;
+      const publishing = Date.now();
       const { id } = await queue!.publish('flaky', { order: 7 }, { maxRetries });
       const letters = await waitFor(
         async () => {
@@ -262,6 +267,10 @@ export function describeQueueConformance(options: QueueSuiteOptions): void {
       expect(letter).toMatchObject({ id, payload: { order: 7 }, attempts: maxRetries + 1 });
       expect(letter!.error).toContain('boom');
       expect(letter!.failedAt).toBeGreaterThanOrEqual(letter!.publishedAt);
+      // The first publish's time, kept through every retry (not the time of the last attempt, which
+      // came at least 150 ms later). The server is on this host: its clock is ours, within slack.
+      expect(letter!.publishedAt).toBeGreaterThanOrEqual(publishing - CLOCK_SLACK_MS);
+      expect(letter!.publishedAt).toBeLessThanOrEqual(firstStartWall + CLOCK_SLACK_MS);
       expect((await queue!.stats('flaky')).deadLetters).toBe(1);
 
       failing = false;
