@@ -515,6 +515,31 @@ describe('NocoBase call shapes', () => {
     await (await lockManager.tryAcquire('backup:auto-task:main'))();
   });
 
+  it('a handle is a function whose fields are read-only and whose methods work detached', async () => {
+    const lockManager = manager();
+    const lock = await lockManager.acquire('detached', 500);
+    expect(typeof lock).toBe('function');
+    expect({ key: lock.key, held: lock.held, token: lock.token }).toEqual({
+      key: 'detached',
+      held: true,
+      token: expect.any(Number),
+    });
+    // Test files are modules (strict mode): writing a getter-only field throws.
+    expect(() => {
+      (lock as { token: number }).token = 0;
+    }).toThrow(TypeError);
+    const { extend, acquire, runExclusive, release } = lock;
+    expect(lock.release).toBe(release); // one bound set per lease, not a new closure per read
+    await extend(1_000);
+    expect(await acquire(1_000)).toBe(lock);
+    expect(await runExclusive(({ token }) => token)).toBe(lock.token);
+    const again = await lockManager.acquire('detached', 500);
+    await again[Symbol.asyncDispose]();
+    expect(again.held).toBe(false);
+    await release(); // already released by runExclusive: idempotent
+    expect(lock.held).toBe(false);
+  });
+
   it('tryAcquire(key, timeout) then lock.runExclusive(fn, ttl), and lock.acquire(ttl) returns the releaser', async () => {
     const lockManager = manager();
     const lock = await lockManager.tryAcquire('workflow:recover:main', 60_000);

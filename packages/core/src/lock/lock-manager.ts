@@ -147,6 +147,7 @@ class Lease {
   // Created on first use: most runExclusive callers never read the signal, and a signal costs µs.
   #controller: AbortController | undefined;
   #handle: Lock | undefined;
+  #methods: LeaseMethods | undefined;
   #state: LeaseState = 'held';
   #ttl: number;
   #expiresAt: number;
@@ -175,6 +176,11 @@ class Lease {
   get handle(): Lock {
     this.#handle ??= createHandle(this);
     return this.#handle;
+  }
+
+  get methods(): LeaseMethods {
+    this.#methods ??= leaseMethods(this);
+    return this.#methods;
   }
 
   get signal(): AbortSignal {
@@ -417,37 +423,69 @@ class Lease {
   }
 }
 
+/** The lease behind a handle, on the handle itself. */
+const LEASE = Symbol('lease');
+type Handle = Lock & { [LEASE]: Lease };
+
+/** The handle's methods, bound to one lease, so they work detached (`const { release } = lock`). */
+interface LeaseMethods {
+  readonly release: () => Promise<void>;
+  readonly extend: (ttl?: number) => Promise<void>;
+  readonly runExclusive: <T>(fn: ExclusiveFn<T>, ttl?: number) => Promise<T>;
+  readonly acquire: (ttl?: number) => Promise<Lock>;
+}
+
+function leaseMethods(lease: Lease): LeaseMethods {
+  return {
+    release: () => lease.release(),
+    extend: async (ttl?: number) => {
+      assertDuration(ttl, 'ttl');
+      await lease.extend(ttl === undefined ? undefined : Math.ceil(ttl));
+    },
+    runExclusive: async <T>(fn: ExclusiveFn<T>, ttl?: number): Promise<T> => {
+      assertFunction(fn);
+      assertDuration(ttl, 'ttl');
+      return lease.runExclusive(fn, ttl === undefined ? undefined : Math.ceil(ttl));
+    },
+    acquire: async (ttl?: number): Promise<Lock> => {
+      assertDuration(ttl, 'ttl');
+      await lease.extend(ttl === undefined ? undefined : Math.ceil(ttl));
+      return lease.handle;
+    },
+  };
+}
+
+/** A read-only property of every handle, read from its lease. */
+function fromLease(read: (lease: Lease) => unknown, enumerable = true): PropertyDescriptor {
+  return {
+    get(this: Handle) {
+      return read(this[LEASE]);
+    },
+    enumerable,
+  };
+}
+
+/**
+ * What every handle shares: read-only getters over its lease, and its methods (bound per lease on
+ * first use). Defining ten properties on each handle instead cost about 5 µs per acquisition.
+ */
+const handlePrototype: object = Object.create(Function.prototype, {
+  key: fromLease((lease) => lease.key),
+  token: fromLease((lease) => lease.token),
+  signal: fromLease((lease) => lease.signal),
+  expiresAt: fromLease((lease) => lease.expiresAt),
+  held: fromLease((lease) => lease.held),
+  release: fromLease((lease) => lease.methods.release, false),
+  extend: fromLease((lease) => lease.methods.extend, false),
+  runExclusive: fromLease((lease) => lease.methods.runExclusive, false),
+  acquire: fromLease((lease) => lease.methods.acquire, false),
+  [Symbol.asyncDispose]: fromLease((lease) => lease.methods.release, false),
+});
+
 function createHandle(lease: Lease): Lock {
-  const release = (() => lease.release()) as Lock;
-  Object.defineProperties(release, {
-    key: { value: lease.key, enumerable: true },
-    token: { value: lease.token, enumerable: true },
-    signal: { get: () => lease.signal, enumerable: true },
-    expiresAt: { get: () => lease.expiresAt, enumerable: true },
-    held: { get: () => lease.held, enumerable: true },
-    release: { value: () => lease.release() },
-    extend: {
-      value: async (ttl?: number) => {
-        assertDuration(ttl, 'ttl');
-        await lease.extend(ttl === undefined ? undefined : Math.ceil(ttl));
-      },
-    },
-    runExclusive: {
-      value: async <T>(fn: ExclusiveFn<T>, ttl?: number): Promise<T> => {
-        assertFunction(fn);
-        assertDuration(ttl, 'ttl');
-        return lease.runExclusive(fn, ttl === undefined ? undefined : Math.ceil(ttl));
-      },
-    },
-    acquire: {
-      value: async (ttl?: number): Promise<Lock> => {
-        assertDuration(ttl, 'ttl');
-        await lease.extend(ttl === undefined ? undefined : Math.ceil(ttl));
-        return release;
-      },
-    },
-    [Symbol.asyncDispose]: { value: () => lease.release() },
-  });
+  const release = (() => lease.release()) as Handle;
+  release[LEASE] = lease;
+  Object.setPrototypeOf(release, handlePrototype);
   return release;
 }
 
