@@ -207,6 +207,27 @@ describe.skipIf(!available)('redis lock behaviour', () => {
     expect(await keysUnder(raw, keyPrefix)).toEqual([keysOf('clean').fence]);
   });
 
+  it('a wait longer than its attempts’ deadline (its timer armed only once the key is found held) still ends on time', async () => {
+    // commandTimeout 100: an attempt settles within ~250 ms, so a 900 ms wait arms its timer late.
+    const [a, b] = await nodes(2, { commandTimeout: 100, pollInterval: 100, waiterTtl: 400 });
+    const held = await hold(a!, 'late-timer');
+    const started = Date.now();
+    const timedOut = await within(
+      b!.acquire('late-timer', { owner: owner(), ttl: 30_000, waitTimeout: 900 }),
+      5_000,
+      'the wait',
+    );
+    const waited = Date.now() - started;
+    expect(timedOut).toBeNull();
+    expect(waited).toBeGreaterThanOrEqual(895);
+    expect(waited).toBeLessThan(900 + 1_000);
+    await waitFor(async () => (await lineLength('late-timer')) === 0, { message: 'the line left' });
+    // The same wait on a free key is granted by its first attempt, with no timer left behind.
+    expect(await a!.release('late-timer', held.owner, held.grant.token)).toBe(true);
+    const free = await b!.acquire('late-timer', { owner: owner(), ttl: 30_000, waitTimeout: 900 });
+    expect(free).not.toBeNull();
+  });
+
   it('two key prefixes on one server are apart: the same name locks independently', async () => {
     const [a] = await nodes(1);
     const otherPrefix = uniqueName('t');

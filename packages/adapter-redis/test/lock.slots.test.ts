@@ -92,7 +92,8 @@ describe('lock key layout on Redis Cluster', () => {
     for (let i = 0; i < 200; i += 1) {
       const keys = lockKeys('cluster', `app:lock-${i}`);
       slots.add(slotOf(keys.lock));
-      for (const key of Object.values(keys)) all.add(key);
+      expect(keys.all).toEqual([keys.lock, keys.fence, keys.waiters, keys.alive]);
+      for (const key of keys.all) all.add(key);
     }
     expect(all.size).toBe(200 * 4);
     expect(slots.size).toBeGreaterThan(150);
