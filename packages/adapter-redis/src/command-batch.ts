@@ -1,4 +1,5 @@
 import { ClusterError } from '@cluster/core';
+import { Cluster } from 'ioredis';
 import type { RedisClient } from './connection.js';
 
 type Args = readonly (string | number)[];
@@ -240,15 +241,19 @@ export class CommandBatcher {
     }
     let done = false;
     this.#inFlight++;
-    const timer = setTimeout(() => {
-      done = true;
-      this.#inFlight--;
-      for (const call of calls) {
-        call.reject(
-          new ClusterError('TIMEOUT', `${call.what} did not complete within ${this.#deadlineMs} ms`),
-        );
-      }
-    }, this.#deadlineMs);
+    // A single-server client with its own, shorter command deadline settles every command by
+    // itself (ioredis arms it per command): a second timer per send would only add cost.
+    const timer = boundsItself(client, this.#deadlineMs)
+      ? undefined
+      : setTimeout(() => {
+          done = true;
+          this.#inFlight--;
+          for (const call of calls) {
+            call.reject(
+              new ClusterError('TIMEOUT', `${call.what} did not complete within ${this.#deadlineMs} ms`),
+            );
+          }
+        }, this.#deadlineMs);
     const finish = (outcomes: readonly Outcome[]) => {
       clearTimeout(timer);
       if (done) return;
@@ -294,6 +299,18 @@ export class CommandBatcher {
       (error: unknown) => finish(calls.map(() => [error, undefined])),
     );
   }
+}
+
+/**
+ * True when `client` rejects every command by itself within `deadlineMs`: a single server with a
+ * commandTimeout (a Cluster may hold commands in its own queue, untimed, while it looks for nodes).
+ * A script's EVAL after NOSCRIPT follows a reply that came in time, so it too ends by then, give
+ * or take the NOSCRIPT round trip.
+ */
+function boundsItself(client: RedisClient, deadlineMs: number): boolean {
+  if (client instanceof Cluster) return false;
+  const timeout = client.options.commandTimeout;
+  return typeof timeout === 'number' && timeout > 0 && timeout <= deadlineMs;
 }
 
 function isNoScript(error: unknown): boolean {

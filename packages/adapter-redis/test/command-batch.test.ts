@@ -155,6 +155,35 @@ describe.skipIf(!redisBinariesAvailable)('command batches', () => {
     stalled.disconnect();
   });
 
+  it('relies on a client’s own shorter command deadline, and works on once the server answers', async () => {
+    await client.ping(); // waits out the pause of the test before
+    const bounded = new Redis(server.url, { commandTimeout: 300 });
+    bounded.on('error', () => {});
+    const batcher = new CommandBatcher(() => bounded, 5_000);
+    await bounded.script('LOAD', source);
+    await client.client('PAUSE', 1_500, 'ALL');
+    const started = Date.now();
+    const outcomes = await Promise.allSettled([
+      batcher.evalScript('slow', ECHO, ['p:{slow}:q:stream'], ['alone'], 'slow echo'),
+      ...Array.from({ length: 4 }, (_, i) =>
+        batcher.evalScript('slow', ECHO, ['p:{slow}:q:stream'], [`s${i}`], 'slow echo'),
+      ),
+    ]);
+    // Rejected by ioredis' per-command deadline, long before the batcher's 5 s.
+    expect(Date.now() - started).toBeLessThan(2_500);
+    for (const outcome of outcomes) {
+      expect(outcome.status).toBe('rejected');
+      expect(String((outcome as PromiseRejectedResult).reason)).toMatch(/timed out/i);
+    }
+    // Nothing is left counted in flight: once the pause ends, a call alone goes out and succeeds.
+    await client.ping(); // answered when the pause ends
+    expect(await batcher.evalScript('after', ECHO, ['p:{after}:q'], ['x'], 'echo')).toEqual([
+      'p:{after}:q',
+      'x',
+    ]);
+    bounded.disconnect();
+  });
+
   it('rejects the calls when no client can be had, without sending anything', async () => {
     const closed = new ClusterError('CLOSED', 'redis connections are closed');
     const batcher = new CommandBatcher(() => {
