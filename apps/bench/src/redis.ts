@@ -523,6 +523,54 @@ async function loadRedisSemaphore(): Promise<Loaded<LockImpl>> {
   return loaded;
 }
 
+/**
+ * The floor of any Redis lock with this suite's guarantees, as a reference row: a bare ioredis
+ * client (default options: no adapter, no manager, no command deadlines) running the leanest
+ * scripts that still put a fencing token from a per-key counter into the value and refuse to grant
+ * past a waiting line — acquire: EXISTS line, INCR counter, SET NX PX; release: owner+token-checked
+ * GET + DEL, then EXISTS line (a hand-over would follow). It cannot wait (there is no line to join):
+ * it is measured sequentially only.
+ */
+async function loadFencedFloor(): Promise<Loaded<LockImpl>> {
+  const loaded = await loadPeer('floor', async () => {
+    const client = await newIoredis();
+    const acquire = await client.script(
+      'LOAD',
+      "if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end " +
+        "local t = redis.call('INCR', KEYS[3]) " +
+        "if redis.call('SET', KEYS[1], t .. ':' .. ARGV[1], 'NX', 'PX', ARGV[2]) then return t end return 0",
+    );
+    const release = await client.script(
+      'LOAD',
+      "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end redis.call('DEL', KEYS[1]) " +
+        "if redis.call('EXISTS', KEYS[2]) == 1 then return 2 end return 1",
+    );
+    let seq = 0;
+    const impl: LockImpl = {
+      name: 'floor: bare ioredis, leanest fenced + line-checked scripts (reference)',
+      async cycle(key) {
+        const keys = [
+          `${RUN_ID}:floor:{${key}}:lock`,
+          `${RUN_ID}:floor:{${key}}:line`,
+          `${RUN_ID}:floor:{${key}}:fence`,
+        ];
+        const owner = `o${++seq}`;
+        const token = (await client.evalsha(acquire as string, 3, ...keys, owner, LOCK_TTL)) as number;
+        if (token === 0) throw new Error(`floor: ${key} was held`);
+        if ((await client.evalsha(release as string, 3, ...keys, `${token}:${owner}`)) === 0) {
+          throw new Error(`floor: ${key} was not ours at release`);
+        }
+      },
+      close: async () => {
+        await client.quit();
+      },
+    };
+    await impl.cycle('smoke', 0);
+    return impl;
+  });
+  return loaded;
+}
+
 function redisLockSequential(impls: LockImpl[], skipped: ReportRow[], oursName?: string): Promise<Scenario> {
   return lockSequential(impls, skipped, oursName, SEQ, {
     id: 'redis.lock.sequential',
@@ -935,6 +983,7 @@ export async function runRedisSuite(log: (line: string) => void = () => {}): Pro
     log('5/6 lock (sequential, then 50 contenders)...');
     const oursLock = await loadOursLock();
     const sem = await loadRedisSemaphore();
+    const floor = await loadFencedFloor();
     peers.push(oursLock, sem);
     const ours: LockImpl[] = oursLock.available
       ? [oursLock.value.acquireRelease, oursLock.value.runExclusive]
@@ -942,7 +991,8 @@ export async function runRedisSuite(log: (line: string) => void = () => {}): Pro
     const skipped: ReportRow[] = [];
     if (!oursLock.available) skipped.push(unavailableRow(label(oursLock, '(lock)'), oursLock.reason));
     if (!sem.available) skipped.push(unavailableRow(label(sem), sem.reason));
-    const all = [...ours, ...(sem.available ? [sem.value] : [])];
+    if (!floor.available) skipped.push(unavailableRow('floor (reference)', floor.reason));
+    const all = [...ours, ...(sem.available ? [sem.value] : []), ...(floor.available ? [floor.value] : [])];
     const names = all.map((i) => i.name);
     const oursAr = oursLock.available ? oursLock.value.acquireRelease.name : undefined;
     const oursRe = oursLock.available ? oursLock.value.runExclusive.name : undefined;
@@ -998,13 +1048,20 @@ export async function runRedisSuite(log: (line: string) => void = () => {}): Pro
         contReason,
       ),
     );
+    const floorOps = floor.available ? metric(seq, floor.value.name, 'opsPerSec') : null;
+    const semOps = metric(seq, nameOf(sem), 'opsPerSec');
+    if (floorOps !== null && semOps !== null) {
+      notes.push(
+        `lock sequential floor (bare ioredis, leanest fenced + line-checked scripts, no adapter): ${fmt.ratio(floorOps / semOps)} redis-semaphore — no lock with a fencing token in its value and a FIFO line can beat this here`,
+      );
+    }
     const semRow = cont.rows.find((r) => r.impl === nameOf(sem) && r.available);
     if (semRow) {
       notes.push(
         `redis-semaphore under ${LOCK_CONTENDED.callers} contenders: wait p99 ${fmt.ms((semRow.metrics.waitP99Us as number) / 1e3)} ms, least-served ${fmt.share(semRow.metrics.leastServedShare ?? null)} (min ${semRow.metrics.minPerCaller} ops of ${semRow.metrics.totalOps})`,
       );
     }
-    await closeAll(sem.available ? [sem.value] : []);
+    await closeAll([...(sem.available ? [sem.value] : []), ...(floor.available ? [floor.value] : [])]);
     if (oursLock.available) await oursLock.value.app.stop().catch(() => {});
   }
 
