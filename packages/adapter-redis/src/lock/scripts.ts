@@ -120,12 +120,30 @@ end
  * parse), {1, token, 1} when granted with the fence counter lifted to the floor (it had gone
  * backwards), else {0, pttl of the holder (0 when free), 1 if the caller heads the line, and when
  * joining: server ms, the fence counter (every hand-over so far has a token at most this)}.
- * Granted only when the key is free and nobody is ahead in line.
+ * Granted only when the key is free and nobody is ahead in line; with nobody in line, the attempt
+ * spends a token even when the key is held.
  * Idempotent per owner: a grant whose reply or hand-over message was lost is found again (and its
  * lease restarted) by the next attempt of the same owner.
  */
-const ACQUIRE = `${COMMON}
+const ACQUIRE = `
 local owner, ttl, member = ARGV[1], ARGV[2], ARGV[6]
+-- The common case first, before the helpers below are defined (that costs on every run): nobody in
+-- line, so the key goes to the caller if it is free. The INCR is spent even when it is held: a gap
+-- in the tokens, which need only increase.
+if redis.call('EXISTS', KEYS[3]) == 0 then
+  local token = redis.call('INCR', KEYS[2])
+  local least = tonumber(ARGV[5]) + 1
+  local raised = token < least
+  if raised then
+    token = least
+    redis.call('SET', KEYS[2], least)
+  end
+  if redis.call('SET', KEYS[1], token .. ':' .. owner, 'NX', 'PX', ttl) then
+    if raised then return {1, token, 1} end
+    return token
+  end
+end
+${COMMON}
 local current = redis.call('GET', KEYS[1])
 if current then
   local holder, token = split(current)
@@ -174,9 +192,12 @@ return {0, pttl, 0, now, fence}
  * key if it is ours and hands it to the first waiter. Returns 1 if released, 0 if not ours, 2 if
  * released and the hand-over had to lift the fence counter to the floor.
  */
-const RELEASE = `${COMMON}
+const RELEASE = `
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
+-- Nobody in line (the common case): done, before the helpers below are defined.
+if redis.call('EXISTS', KEYS[3]) == 0 then return 1 end
+${COMMON}
 return 1 + hand_over(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[2], ARGV[3])
 `;
 
