@@ -8,7 +8,7 @@ import {
 } from '../errors.js';
 import type { MemoryHub } from '../hub.js';
 import { randomId } from '../internal/async.js';
-import { assertName, assertOptionalMs, namespaced } from '../internal/names.js';
+import { assertName, assertOptionalMs, namespaced, segment } from '../internal/names.js';
 import { errorFields, type Logger, noopLogger } from '../logger.js';
 import { createMemoryLock } from './memory.js';
 import type { LockAdapter } from './types.js';
@@ -89,10 +89,10 @@ const DEFAULT_WAIT_TIMEOUT = 30_000;
 type LeaseState = 'held' | 'released' | 'lost';
 
 /**
- * One timer for all of a manager's leases instead of one per lease: acquisitions only add and
- * remove a Set entry; the timer is armed for the earliest due lease and, when it fires, runs the
- * leases that are due and re-arms for the next. (A timer per acquisition was a large share of the
- * cost of a short critical section.)
+ * The leases a manager holds, with one timer for all of them instead of one per lease: acquisitions
+ * only add and remove a Set entry; the timer is armed for the earliest due lease and, when it fires,
+ * runs the leases that are due and re-arms for the next. (A timer per acquisition was a large share
+ * of the cost of a short critical section, and so was a second Set of held leases.)
  */
 class LeaseClock {
   readonly #leases = new Set<Lease>();
@@ -109,6 +109,11 @@ class LeaseClock {
     this.#leases.delete(lease);
   }
 
+  /** Every lease held now (each is watched from its grant until it ends). */
+  held(): Lease[] {
+    return [...this.#leases];
+  }
+
   #arm(at: number): void {
     clearTimeout(this.#timer);
     this.#armedAt = at;
@@ -120,12 +125,8 @@ class LeaseClock {
     this.#timer = undefined;
     this.#armedAt = Number.POSITIVE_INFINITY;
     const now = Date.now();
-    for (const lease of [...this.#leases]) {
-      if (lease.dueAt <= now) {
-        this.#leases.delete(lease);
-        lease.tick(); // may watch again (renewal) or end the lease
-      }
-    }
+    // A due lease stays in the set: its tick reschedules it (renewal, loss check) or ends it.
+    for (const lease of [...this.#leases]) if (lease.dueAt <= now) lease.tick();
     let next = Number.POSITIVE_INFINITY;
     for (const lease of this.#leases) if (lease.dueAt < next) next = lease.dueAt;
     if (next < this.#armedAt && next !== Number.POSITIVE_INFINITY) this.#arm(next);
@@ -137,8 +138,6 @@ interface LeaseHost {
   readonly adapterName: string;
   readonly logger: Logger;
   readonly clock: LeaseClock;
-  /** Called once when the lease stops being held, however that happens. */
-  ended(lease: Lease): void;
 }
 
 /** One acquisition: its lease clock, loss detection, renewal and release. The `Lock` handle wraps it. */
@@ -274,14 +273,7 @@ class Lease {
     let value: T | undefined;
     let failure: unknown;
     try {
-      const lease = this;
-      const context: LockContext = {
-        token: this.token,
-        get signal() {
-          return lease.signal;
-        },
-      };
-      value = await fn(context);
+      value = await fn(new ExclusiveContext(this));
     } catch (error) {
       ok = false;
       failure = error;
@@ -338,7 +330,6 @@ class Lease {
     this.#state = state;
     this.#renewing = false;
     this.#host.clock.unwatch(this);
-    this.#host.ended(this);
   }
 
   #assertHeld(): void {
@@ -420,6 +411,21 @@ class Lease {
       this.#inFlight = false;
       this.#schedule();
     }
+  }
+}
+
+/** What `runExclusive` hands to its function; the signal is made only if it is read. */
+class ExclusiveContext implements LockContext {
+  readonly token: number;
+  readonly #lease: Lease;
+
+  constructor(lease: Lease) {
+    this.#lease = lease;
+    this.token = lease.token;
+  }
+
+  get signal(): AbortSignal {
+    return this.#lease.signal;
   }
 }
 
@@ -516,12 +522,14 @@ export class LockManager implements AsyncDisposable {
   readonly #logger: Logger;
   readonly #defaultTtl: number;
   readonly #defaultWaitTimeout: number;
-  readonly #held = new Set<Lease>();
+  /** Also the set of held leases. */
   readonly #clock = new LeaseClock();
   /** Per-call controllers of waits that also listen to a caller's signal; close() aborts them too. */
   readonly #waits = new Set<AbortController>();
   /** Owners are this manager's id plus a counter: unique, and cheaper than a UUID per acquisition. */
   readonly #ownerPrefix = `${randomId()}:`;
+  /** `namespaced(appName, key)` is this plus the key's escaped segment. */
+  readonly #keyPrefix: string;
   #ownerSeq = 0;
   #started = false;
   #closing: Promise<void> | undefined;
@@ -542,6 +550,7 @@ export class LockManager implements AsyncDisposable {
       throw invalidArgument('hub must be a MemoryHub');
     }
     this.appName = options.appName;
+    this.#keyPrefix = `${namespaced(options.appName)}:`;
     this.defaultAdapter = options.defaultAdapter ?? 'local';
     this.#defaultTtl = Math.ceil(options.defaultTtl ?? DEFAULT_TTL);
     this.#defaultWaitTimeout = Math.ceil(options.defaultWaitTimeout ?? DEFAULT_WAIT_TIMEOUT);
@@ -608,7 +617,7 @@ export class LockManager implements AsyncDisposable {
   async #close(): Promise<void> {
     const closed = closedError('LockManager');
     for (const wait of this.#waits) wait.abort(closed);
-    await Promise.all([...this.#held].map((lease) => lease.lose('the lock manager was closed')));
+    await Promise.all(this.#clock.held().map((lease) => lease.lose('the lock manager was closed')));
     const results = await Promise.allSettled(
       [...this.#adapters.values()].map((entry) => entry.adapter.close()),
     );
@@ -638,7 +647,6 @@ export class LockManager implements AsyncDisposable {
         adapterName: name,
         logger: this.#logger,
         clock: this.#clock,
-        ended: (lease) => this.#held.delete(lease),
       },
     };
     this.#adapters.set(name, entry);
@@ -695,12 +703,11 @@ export class LockManager implements AsyncDisposable {
     const { entry, ttl, signal } = request;
     const acquireNow = entry.adapter.acquireNow;
     if (acquireNow === undefined || !entry.connected || signal !== undefined) return undefined;
-    const adapterKey = namespaced(this.appName, key);
+    const adapterKey = this.#keyPrefix + segment(key);
     const owner = this.#ownerPrefix + (++this.#ownerSeq).toString(36);
     const grant = acquireNow.call(entry.adapter, adapterKey, owner, ttl);
     if (grant === null) return undefined;
     const lease = new Lease(entry.host, key, adapterKey, owner, grant.token, ttl, grant.expiresAt);
-    this.#held.add(lease);
     return lease;
   }
 
@@ -713,7 +720,7 @@ export class LockManager implements AsyncDisposable {
       if (signal?.aborted) throw abortError(signal, 'lock acquire');
     }
 
-    const adapterKey = namespaced(this.appName, key);
+    const adapterKey = this.#keyPrefix + segment(key);
     const owner = this.#ownerPrefix + (++this.#ownerSeq).toString(36);
     // With a caller signal the adapter gets a per-call one that also fires on close(). Without, none:
     // close() closes the adapters, which reject their waits with CLOSED — a listener per waiter on
@@ -755,7 +762,6 @@ export class LockManager implements AsyncDisposable {
     }
 
     const lease = new Lease(entry.host, key, adapterKey, owner, grant.token, ttl, grant.expiresAt);
-    this.#held.add(lease);
     return lease;
   }
 }

@@ -57,7 +57,6 @@ const CAPABILITIES: LockCapabilities = Object.freeze({
 class MemoryLockAdapter implements LockAdapter {
   readonly capabilities = CAPABILITIES;
   readonly #state: LockHubState;
-  readonly #holds = new Set<Holder>();
   readonly #waiters = new Set<Waiter>();
   #closed = false;
 
@@ -168,7 +167,12 @@ class MemoryLockAdapter implements LockAdapter {
     this.#closed = true;
     const closed = closedError('memory lock adapter');
     for (const waiter of [...this.#waiters]) waiter.fail(closed);
-    for (const holder of [...this.#holds]) this.#free(holder);
+    // Found by a scan (close is rare) rather than kept in a Set of its own, which every grant and
+    // release would have to update.
+    const holds: Holder[] = [];
+    for (const state of this.#state.keys.values())
+      if (state.holder?.adapter === this) holds.push(state.holder);
+    for (const holder of holds) this.#free(holder);
   }
 
   [Symbol.asyncDispose](): Promise<void> {
@@ -207,7 +211,6 @@ class MemoryLockAdapter implements LockAdapter {
       timer: undefined,
     };
     state.holder = holder;
-    this.#holds.add(holder);
     // No timer yet: with nobody waiting, an overdue lease is ended when the key is next touched.
     if (state.waiters !== undefined && state.waiters.size > 0) this.#armExpiry(holder);
     return { token, expiresAt: holder.expiresAt - REPORT_EARLY_MS };
@@ -234,7 +237,6 @@ class MemoryLockAdapter implements LockAdapter {
   #free(holder: Holder): void {
     clearTimeout(holder.timer);
     holder.timer = undefined;
-    holder.adapter.#holds.delete(holder);
     const state = this.#state.keys.get(holder.key);
     if (state === undefined || state.holder !== holder) return;
     state.holder = undefined;
