@@ -1052,7 +1052,7 @@ export async function runRedisSuite(log: (line: string) => void = () => {}): Pro
     const semOps = metric(seq, nameOf(sem), 'opsPerSec');
     if (floorOps !== null && semOps !== null) {
       notes.push(
-        `lock sequential floor (bare ioredis, leanest fenced + line-checked scripts, no adapter): ${fmt.ratio(floorOps / semOps)} redis-semaphore — no lock with a fencing token in its value and a FIFO line can beat this here`,
+        `lock sequential floor (bare ioredis, leanest fenced + line-checked scripts, no adapter): ${fmt.ratio(floorOps / semOps)} redis-semaphore: about the most a lock with a fencing token in its value and a FIFO line can reach through ioredis on this server`,
       );
     }
     const semRow = cont.rows.find((r) => r.impl === nameOf(sem) && r.available);
