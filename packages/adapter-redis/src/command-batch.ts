@@ -1,6 +1,6 @@
 import { ClusterError } from '@cluster/core';
 import { Cluster } from 'ioredis';
-import type { RedisClient } from './connection.js';
+import { commandTimeoutOf, type RedisClient } from './connection.js';
 
 type Args = readonly (string | number)[];
 
@@ -56,7 +56,8 @@ const MAX_MERGED_BYTES = 512 * 1024;
 /**
  * Sends commands in per-turn batches. Every command issued during one burst of promise callbacks
  * (1,000 publishes in a loop, the acks of 50 handlers that finished on one reply) goes out in one
- * pipeline: one socket write and one deadline timer instead of one of each per command. A command
+ * pipeline: one socket write and one deadline timer (none on a client whose own command deadline is
+ * shorter) instead of one of each per command. A command
  * issued while nothing is waiting or in flight goes out at once, by itself (a caller awaiting each
  * call pays nothing for batching); the ones after it in its turn are batched. Batches are kept per
  * `tag`, because a Redis Cluster pipeline must stay in one slot. The flush runs in the same
@@ -182,8 +183,7 @@ export class CommandBatcher {
         this.#send(calls);
         return;
       }
-      let entries = this.#pending.get(tag);
-      if (entries === undefined) this.#pending.set(tag, (entries = []));
+      const entries = this.#entriesOf(tag);
       const last = entries[entries.length - 1];
       if (last !== undefined && isMerge(last) && last.id === id) last.items.push(item);
       else entries.push({ id, tag, script, command, keys, args, what, items: [item] });
@@ -200,10 +200,11 @@ export class CommandBatcher {
     return this.#inFlight === 0 && !this.#scheduled && !this.#concurrent;
   }
 
-  #push(tag: string, call: Call): void {
-    let calls = this.#pending.get(tag);
-    if (calls === undefined) this.#pending.set(tag, (calls = []));
-    calls.push(call);
+  /** This turn's entries for `tag`, created on first use. */
+  #entriesOf(tag: string): (Call | Merge)[] {
+    let entries = this.#pending.get(tag);
+    if (entries === undefined) this.#pending.set(tag, (entries = []));
+    return entries;
   }
 
   #scheduleFlush(): void {
@@ -226,7 +227,7 @@ export class CommandBatcher {
         this.#send([call]);
         return;
       }
-      this.#push(tag, call);
+      this.#entriesOf(tag).push(call);
       this.#scheduleFlush();
     });
   }
@@ -309,7 +310,7 @@ export class CommandBatcher {
  */
 function boundsItself(client: RedisClient, deadlineMs: number): boolean {
   if (client instanceof Cluster) return false;
-  const timeout = client.options.commandTimeout;
+  const timeout = commandTimeoutOf(client);
   return typeof timeout === 'number' && timeout > 0 && timeout <= deadlineMs;
 }
 

@@ -23,6 +23,14 @@ export interface RedisConnectionOptions {
 
 export const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379';
 
+/** A client's own deadline per command in ms (a Cluster's is in its redisOptions), if it has one. */
+export function commandTimeoutOf(client: RedisClient): number | undefined {
+  const options = (
+    client as { options?: { commandTimeout?: number; redisOptions?: { commandTimeout?: number } } }
+  ).options;
+  return options?.commandTimeout ?? options?.redisOptions?.commandTimeout;
+}
+
 /** Removes credentials from any text that may contain a URL or a password. */
 export function redact(text: string, secrets: readonly string[] = []): string {
   let out = text.replace(/(rediss?:\/\/)[^@/\s]*@/gi, '$1***@');

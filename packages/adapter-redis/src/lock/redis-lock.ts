@@ -11,7 +11,12 @@ import {
   type LockGrant,
   type Logger,
 } from '@cluster/core';
-import { type RedisClient, type RedisConnectionOptions, RedisConnections } from '../connection.js';
+import {
+  commandTimeoutOf,
+  type RedisClient,
+  type RedisConnectionOptions,
+  RedisConnections,
+} from '../connection.js';
 import { keyNamesCache } from '../keys.js';
 import { type LockKeys, lockKeys, runScript, SCRIPTS, wakeChannelPrefix } from './scripts.js';
 
@@ -564,18 +569,11 @@ class RedisLockAdapter implements LockAdapter {
 
   /** The command connection's own deadline per command, if it has one. */
   #configuredTimeout(): number | undefined {
-    let client: RedisClient | undefined;
     try {
-      client = this.#connections.command;
+      return commandTimeoutOf(this.#connections.command);
     } catch {
       return undefined; // closed connections
     }
-    const options = (
-      client as
-        | { options?: { commandTimeout?: number; redisOptions?: { commandTimeout?: number } } }
-        | undefined
-    )?.options;
-    return options?.commandTimeout ?? options?.redisOptions?.commandTimeout;
   }
 
   /** `<token>:<server ms>:<owner>` from a release that handed a key to one of our waiters. */

@@ -50,6 +50,19 @@ export interface LockScript {
 
 type KeyRole = 'lock' | 'fence' | 'waiters' | 'alive';
 
+/** Defined ahead of the common case's fast path, which needs it; COMMON (for lines) comes after it. */
+const NEXT_TOKEN = `
+-- The next token: above the counter and above the caller's floor (the highest token it saw, which a
+-- counter lost in a restart without persistence would repeat). Returns token, 1 if it had to be raised.
+local function next_token(fence, floor)
+  local token = redis.call('INCR', fence)
+  local least = tonumber(floor) + 1
+  if token >= least then return token, 0 end
+  redis.call('SET', fence, least)
+  return least, 1
+end
+`;
+
 const COMMON = `
 local function now_ms()
   local t = redis.call('TIME')
@@ -84,15 +97,6 @@ local function head(waiters, alive)
     redis.call('ZREM', alive, first)
   end
 end
--- The next token: above the counter and above the caller's floor (the highest token it saw, which a
--- counter lost in a restart without persistence would repeat). Returns token, 1 if it had to be raised.
-local function next_token(fence, floor)
-  local token = redis.call('INCR', fence)
-  local least = tonumber(floor) + 1
-  if token >= least then return token, 0 end
-  redis.call('SET', fence, least)
-  return least, 1
-end
 -- Hands a free key to the first live waiter and tells its adapter. Returns 1 if the counter was raised.
 local function hand_over(lock, fence, waiters, alive, floor, channels)
   local first = head(waiters, alive)
@@ -125,21 +129,15 @@ end
  * Idempotent per owner: a grant whose reply or hand-over message was lost is found again (and its
  * lease restarted) by the next attempt of the same owner.
  */
-const ACQUIRE = `
+const ACQUIRE = `${NEXT_TOKEN}
 local owner, ttl, member = ARGV[1], ARGV[2], ARGV[6]
--- The common case first, before the helpers below are defined (that costs on every run): nobody in
--- line, so the key goes to the caller if it is free. The INCR is spent even when it is held: a gap
--- in the tokens, which need only increase.
+-- The common case first, before the helpers for lines are defined (that costs on every run): nobody
+-- in line, so the key goes to the caller if it is free. The token is spent even when it is held: a
+-- gap in the tokens, which need only increase.
 if redis.call('EXISTS', KEYS[3]) == 0 then
-  local token = redis.call('INCR', KEYS[2])
-  local least = tonumber(ARGV[5]) + 1
-  local raised = token < least
-  if raised then
-    token = least
-    redis.call('SET', KEYS[2], least)
-  end
+  local token, raised = next_token(KEYS[2], ARGV[5])
   if redis.call('SET', KEYS[1], token .. ':' .. owner, 'NX', 'PX', ttl) then
-    if raised then return {1, token, 1} end
+    if raised == 1 then return {1, token, 1} end
     return token
   end
 end
@@ -197,6 +195,7 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
 -- Nobody in line (the common case): done, before the helpers below are defined.
 if redis.call('EXISTS', KEYS[3]) == 0 then return 1 end
+${NEXT_TOKEN}
 ${COMMON}
 return 1 + hand_over(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[2], ARGV[3])
 `;
@@ -214,7 +213,8 @@ return 1
  * (a late reply, a lost one, a hand-over after it left), handing the key to the next waiter.
  * Returns {2 if it gave a grant back, 1 if the key is free, 0 if someone else holds it; raised}.
  */
-const CANCEL = `${COMMON}
+const CANCEL = `${NEXT_TOKEN}
+${COMMON}
 redis.call('ZREM', KEYS[3], ARGV[2])
 redis.call('ZREM', KEYS[4], ARGV[2])
 local current = redis.call('GET', KEYS[1])

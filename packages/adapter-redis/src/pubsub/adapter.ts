@@ -9,7 +9,12 @@ import {
 } from '@cluster/core';
 import type { Cluster, Redis } from 'ioredis';
 import { CommandBatcher } from '../command-batch.js';
-import { type RedisClient, type RedisConnectionOptions, RedisConnections } from '../connection.js';
+import {
+  commandTimeoutOf,
+  type RedisClient,
+  type RedisConnectionOptions,
+  RedisConnections,
+} from '../connection.js';
 
 export interface RedisPubSubOptions extends RedisConnectionOptions {
   /**
@@ -26,14 +31,6 @@ export interface RedisPubSubOptions extends RedisConnectionOptions {
 }
 
 const DEFAULT_HEALTH_CHECK_INTERVAL = 5_000;
-
-/** The command timeout the shared command connection uses, so the subscriber gets the same deadline. */
-function commandTimeoutOf(client: RedisClient, fallback: number | undefined): number {
-  const options = (
-    client as { options?: { commandTimeout?: number; redisOptions?: { commandTimeout?: number } } }
-  ).options;
-  return options?.commandTimeout ?? options?.redisOptions?.commandTimeout ?? fallback ?? 2_000;
-}
 
 /**
  * The wire channel of a core channel. `<keyPrefix>:{...}` is left to the queue's and lock's own
@@ -185,7 +182,8 @@ class RedisPubSub implements PubSubAdapter {
 
   #ensureSubscriber(): RedisClient {
     if (this.#subscriber) return this.#subscriber;
-    const timeout = commandTimeoutOf(this.#connections.command, this.#commandTimeout);
+    // The shared command connection's deadline, so the subscriber gets the same.
+    const timeout = commandTimeoutOf(this.#connections.command) ?? this.#commandTimeout ?? 2_000;
     const subscriber = this.#connections.dedicated('subscriber', {
       commandTimeout: timeout,
       // A PING (or SUBSCRIBE) without an answer drops the socket, so a partition heals by reconnecting.

@@ -707,8 +707,7 @@ export class LockManager implements AsyncDisposable {
     const owner = this.#ownerPrefix + (++this.#ownerSeq).toString(36);
     const grant = acquireNow.call(entry.adapter, adapterKey, owner, ttl);
     if (grant === null) return undefined;
-    const lease = new Lease(entry.host, key, adapterKey, owner, grant.token, ttl, grant.expiresAt);
-    return lease;
+    return new Lease(entry.host, key, adapterKey, owner, grant.token, ttl, grant.expiresAt);
   }
 
   async #acquire(key: string, request: ResolvedRequest): Promise<Lease> {
@@ -761,8 +760,7 @@ export class LockManager implements AsyncDisposable {
       throw abortError(signal!, 'lock acquire');
     }
 
-    const lease = new Lease(entry.host, key, adapterKey, owner, grant.token, ttl, grant.expiresAt);
-    return lease;
+    return new Lease(entry.host, key, adapterKey, owner, grant.token, ttl, grant.expiresAt);
   }
 }
 

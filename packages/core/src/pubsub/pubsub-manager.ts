@@ -270,9 +270,11 @@ export class PubSubManager {
       return;
     }
     // A snapshot (a handler may subscribe or unsubscribe others while they run), and each handler gets
-    // its own copy, so one handler mutating the message cannot affect another.
-    for (const subscriber of [...subscribers.values()]) {
-      this.#deliverTo(subscriber, this.#serializer.decode(encoded), encoded, meta);
+    // its own copy, so one handler mutating the message cannot affect another: the first gets the
+    // copy decoded above, the others one each.
+    const snapshot = [...subscribers.values()];
+    for (let i = 0; i < snapshot.length; i++) {
+      this.#deliverTo(snapshot[i]!, i === 0 ? message : this.#serializer.decode(encoded), encoded, meta);
     }
   }
 
